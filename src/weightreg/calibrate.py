@@ -1,0 +1,408 @@
+"""Entropy (KL) calibration of survey weights to population targets, solved on the dual.
+
+Hard targets (``penalty=None``)::
+
+    minimise   KL(w || w0) = sum_i w_i log(w_i / w0_i) - w_i + w0_i
+    subject to A^T w = t,   lower_i <= w_i <= upper_i
+
+Soft targets (``penalty > 0``)::
+
+    minimise   penalty * KL(w || w0) / sum(w0) + sum_j ((a_j^T w - t_j) / d_j)^2
+
+with ``d_j = |t_j|`` (relative error), bounds as above.
+
+Both are solved by damped (semismooth) Newton on the dual, which has one variable per
+target: the weights are ``w_i(lam) = clip(w0_i * exp(a_i . lam), lower_i, upper_i)``,
+the dual Hessian is the M x M matrix ``A^T diag(w_free) A`` (records at a bound drop
+out), and for soft targets the conjugate of the quadratic penalty adds the ridge
+``(mu / 2) diag(d^2)`` with ``mu = penalty / sum(w0)``. Each iteration costs one sparse
+product A^T W A and a Cholesky factorisation of an M x M matrix, so N x M problems with
+N in the millions are cheap; no dense N x M matrix is ever formed from a sparse input.
+
+Records with a zero prior keep weight zero (KL with a zero prior forces w = 0). Callers
+who want such records (e.g. synthetic "enhancement" households) to take weight must
+give them a small positive prior.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+
+from weightreg.errors import CalibrationError, InfeasibleError
+
+__all__ = ["CalibrationResult", "calibrate", "kl_divergence"]
+
+_RIDGE_MIN = 1e-10  # relative Levenberg ridge: keeps redundant targets solvable
+_RIDGE_MAX = 1e6
+_Z_DIVERGED = 700.0  # |a_i . lam| beyond this means weight ratios of e^700: the dual diverges
+
+
+@dataclass(frozen=True, eq=False)
+class CalibrationResult:
+    """Outcome of :func:`calibrate`, in the style of ``scipy.optimize.OptimizeResult``.
+
+    Attributes:
+        weights: Calibrated weights, shape (N,).
+        success: Whether the solver converged (hard: every target met to ``tol``
+            relative; soft: dual gradient below ``tol``).
+        message: What happened; on failure, the five worst targets and what to try.
+        nit: Newton iterations taken.
+        max_rel_error: ``max_j |a_j^T w - t_j| / d_j``, with ``d_j = |t_j|`` or, for a
+            zero target, the prior's absolute column total ``sum_i |a_ij| w0_i``.
+        mean_rel_error: Mean of the same relative errors.
+        kl: ``KL(w || w0)``, not normalised.
+        multipliers: Dual variables in original target units, shape (M,). For hard
+            targets ``multipliers[j] = d KL* / d t_j`` (marginal KL cost of target j);
+            for soft targets it is the derivative of ``KL + loss * sum(w0) / penalty``.
+            In both cases ``weights = clip(prior * exp(matrix @ multipliers))``.
+        rel_errors: Signed relative errors ``(a_j^T w - t_j) / d_j``, shape (M,).
+        target_names: The names passed in, or None.
+    """
+
+    weights: np.ndarray
+    success: bool
+    message: str
+    nit: int
+    max_rel_error: float
+    mean_rel_error: float
+    kl: float
+    multipliers: np.ndarray
+    rel_errors: np.ndarray
+    target_names: list | None = None
+
+    @property
+    def x(self) -> np.ndarray:
+        """Alias of :attr:`weights` (scipy naming)."""
+        return self.weights
+
+    def check(self) -> CalibrationResult:
+        """Return self if the solve succeeded, else raise :class:`InfeasibleError`."""
+        if not self.success:
+            raise InfeasibleError(self.message)
+        return self
+
+
+def kl_divergence(w, w0) -> float:
+    """Generalised KL divergence ``sum w log(w/w0) - w + w0`` (0 log 0 = 0).
+
+    Returns inf if some ``w_i > 0`` has ``w0_i == 0``.
+    """
+    return float(np.sum(_kl_terms(np.asarray(w, dtype=float), np.asarray(w0, dtype=float))))
+
+
+def _kl_terms(w, w0):
+    """Elementwise w log(w/w0) - w + w0 with 0 log 0 = 0 (inf where w > 0 = w0)."""
+    pos = w > 0
+    out = w0 - w
+    with np.errstate(divide="ignore"):
+        out[pos] += w[pos] * np.log(w[pos] / w0[pos])
+    return out
+
+
+def _name(j, names):
+    return f"target {names[j]!r} (column {j})" if names is not None else f"target column {j}"
+
+
+def _column_range(A, lower, upper):
+    """Smallest and largest achievable a_j^T w for lower <= w <= upper (may be +-inf)."""
+    inf_u = np.isinf(upper)
+    u_fin = np.where(inf_u, 0.0, upper)
+    if sp.issparse(A):
+        Ap, An = A.maximum(0), A.minimum(0)  # sparse: no 0 * inf products
+    else:
+        Ap, An = np.maximum(A, 0), np.minimum(A, 0)
+    hi = Ap.T @ u_fin + An.T @ lower
+    lo = Ap.T @ lower + An.T @ u_fin
+    if inf_u.any():
+        hi[np.asarray(Ap.T @ inf_u.astype(float)).ravel() > 0] = np.inf
+        lo[np.asarray(An.T @ inf_u.astype(float)).ravel() < 0] = -np.inf
+    return np.asarray(lo).ravel(), np.asarray(hi).ravel()
+
+
+def _validate(matrix, targets, prior, penalty, cap, bounds, tol, max_iter, target_names):
+    """Check the inputs; return (A, t, w0, lower, upper, names). Raise CalibrationError."""
+    if sp.issparse(matrix):
+        A = sp.csr_array(matrix, dtype=float)
+        A.sum_duplicates()
+        A.eliminate_zeros()
+        data = A.data
+    else:
+        A = np.asarray(matrix, dtype=float)
+        data = A
+    t = np.asarray(targets, dtype=float)
+    w0 = np.asarray(prior, dtype=float)
+    if A.ndim != 2 or t.ndim != 1 or w0.ndim != 1 or A.shape != (w0.shape[0], t.shape[0]):
+        raise CalibrationError(
+            f"shape mismatch: matrix is {A.shape}, targets {t.shape}, prior {w0.shape}; "
+            "need matrix (N, M) with prior (N,) and targets (M,)")
+    N, M = A.shape
+    names = None if target_names is None else [str(n) for n in target_names]
+    if names is not None and len(names) != M:
+        raise CalibrationError(f"target_names has {len(names)} names for {M} targets")
+    for label, arr in (("prior", w0), ("targets", t)):
+        bad = np.flatnonzero(~np.isfinite(arr))
+        if bad.size:
+            what = _name(bad[0], names) if label == "targets" else f"record {bad[0]}"
+            raise CalibrationError(
+                f"{label} has {bad.size} NaN/inf value(s); first: {what} = {arr[bad[0]]}")
+    if not np.all(np.isfinite(data)):
+        raise CalibrationError(f"matrix has {int(np.sum(~np.isfinite(data)))} NaN/inf entries")
+    neg = np.flatnonzero(w0 < 0)
+    if neg.size:
+        raise CalibrationError(
+            f"prior has {neg.size} negative weight(s); first: record {neg[0]} = {w0[neg[0]]}")
+    neg = np.flatnonzero(t < 0)
+    if neg.size:
+        raise CalibrationError(
+            f"targets has {neg.size} negative value(s); first: "
+            f"{_name(neg[0], names)} = {t[neg[0]]:.6g}; negate the column and the target")
+    if penalty is not None and not (np.isfinite(penalty) and penalty > 0):
+        raise CalibrationError(f"penalty must be a positive finite number or None, got {penalty}")
+    if not (tol > 0) or int(max_iter) < 1:
+        raise CalibrationError(f"need tol > 0 and max_iter >= 1, got tol={tol}, max_iter={max_iter}")
+
+    lo, hi = 0.0, np.inf
+    if bounds is not None:
+        lo, hi = (float(b) for b in bounds)
+        if np.isnan(lo) or np.isnan(hi) or lo < 0 or lo > hi or hi <= 0:
+            raise CalibrationError(
+                f"bounds=(lo, hi) must satisfy 0 <= lo <= hi and hi > 0, got ({lo}, {hi})")
+    if cap is not None and not (cap > 0):  # also rejects NaN
+        raise CalibrationError(f"cap must be positive, got {cap}")
+    lower = lo * w0
+    upper = hi * w0 if np.isfinite(hi) else np.where(w0 > 0, np.inf, 0.0)
+    if cap is not None:
+        upper = np.minimum(upper, cap)
+        bad = np.flatnonzero(upper < lower)
+        if bad.size:
+            i = bad[0]
+            raise CalibrationError(
+                f"cap={cap} is below the lower bound lo*prior for {bad.size} record(s); "
+                f"first: record {i}, lo={lo} * prior={w0[i]:.6g} = {lower[i]:.6g}")
+
+    reach_lo, reach_hi = _column_range(A, lower, upper)
+    for j in np.flatnonzero((t > reach_hi * (1 + 1e-12)) | (t < reach_lo * (1 - 1e-12))):
+        col = A[:, [j]].toarray().ravel() if sp.issparse(A) else A[:, j]
+        nz = col != 0
+        if not nz.any():
+            raise CalibrationError(
+                f"{_name(j, names)} = {t[j]:.6g} but its column is all zero")
+        if not np.any(nz & (w0 > 0)):
+            raise CalibrationError(
+                f"{_name(j, names)} = {t[j]:.6g} but every record in its column "
+                f"({int(nz.sum())}) has zero prior weight, so keeps weight zero")
+        limits = ", ".join(x for x in (f"cap={cap}" if cap is not None else "",
+                                       f"bounds=({lo}, {hi})" if bounds is not None else "") if x)
+        amax = np.abs(col).max()
+        if t[j] > reach_hi[j]:
+            reach = f"at most {reach_hi[j]:.6g}"
+        else:
+            reach = f"at least {reach_lo[j]:.6g}"
+        extra = f"; cap x records x max entry = {cap * nz.sum() * amax:.6g}" if cap is not None else ""
+        raise CalibrationError(
+            f"{_name(j, names)} = {t[j]:.6g} is unreachable: with {limits or 'no bounds'} "
+            f"its column sums to {reach} ({int(nz.sum())} records with a nonzero entry, "
+            f"max entry {amax:.6g}{extra})")
+    return A, t, w0, lower, upper, names
+
+
+class _Dual:
+    """Dual objective, gradient and Hessian in target-scaled multipliers ``lam = d * lam_orig``.
+
+    Scaling column j by d_j (|t_j|, or the prior's absolute column total for a zero target)
+    makes every gradient entry a relative target error, so one tolerance fits all targets.
+    """
+
+    def __init__(self, A, t, d, w0, lower, upper, ridge):
+        self.A, self.w0, self.d, self.ridge = A, w0, d, ridge
+        self.sparse = sp.issparse(A)
+        if self.sparse:
+            self.At = A.T.tocsr()  # M x N: fast A^T w and A^T W A
+            self.rows = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))
+            self.A2t = self.At.multiply(self.At).tocsr()
+        self.c = t / d
+        with np.errstate(divide="ignore"):
+            self.zlo = np.log(lower / w0)  # -inf where lower == 0
+            self.zhi = np.log(upper / w0)  # +inf where uncapped
+
+    def weights(self, lam):
+        z = self.A @ (lam / self.d)
+        zc = np.clip(z, self.zlo, self.zhi)
+        with np.errstate(over="ignore"):
+            w = self.w0 * np.exp(zc)
+        return z, zc, w
+
+    def value(self, lam):
+        """g(lam) = sum_i phi_i(a_i . lam) - lam . c + ridge/2 |lam|^2; min g = -optimum."""
+        z, zc, w = self.weights(lam)
+        with np.errstate(over="ignore", invalid="ignore"):
+            # phi_i = sup_{l<=w<=u} w z - KL_i(w); expm1 keeps w - w0 accurate near the prior
+            phi = np.sum(self.w0 * np.expm1(zc)) + np.sum(w * (z - zc))
+        g = phi - lam @ self.c + 0.5 * self.ridge * (lam @ lam)
+        return (g if np.isfinite(g) else np.inf), z, zc, w
+
+    def grad(self, lam, w):
+        return self.At @ w / self.d - self.c + self.ridge * lam if self.sparse else \
+            self.A.T @ w / self.d - self.c + self.ridge * lam
+
+    def hess(self, w, free):
+        """Scaled dual Hessian D^-1 A^T diag(w_free) A D^-1 + ridge I, and the same with
+        every current weight (used to scale columns whose records all sit at a bound)."""
+        wf = np.where(free, w, 0.0)
+        if self.sparse:
+            Aw = sp.csr_array((self.A.data * wf[self.rows], self.A.indices, self.A.indptr),
+                              shape=self.A.shape)
+            H = (self.At @ Aw).toarray()
+            hall = self.A2t @ w
+        else:
+            H, hall = np.zeros((self.A.shape[1],) * 2), np.zeros(self.A.shape[1])
+            for s in range(0, self.A.shape[0], 8192):  # chunks bound the N x M temporaries
+                blk = self.A[s:s + 8192]
+                H += blk.T @ (blk * wf[s:s + 8192, None])
+                hall += (blk * blk).T @ w[s:s + 8192]
+        H /= np.outer(self.d, self.d)
+        H[np.diag_indices_from(H)] += self.ridge
+        return H, hall / self.d ** 2 + self.ridge
+
+
+def _newton_step(H, hall, grad, rho):
+    """Solve (S H S + rho I) q = -S grad, p = S q, with Jacobi scaling S (Levenberg ridge rho)."""
+    diag = np.maximum(np.diag(H), 1e-12 * hall)
+    s = np.where(diag > 0, 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0)), 1.0)
+    Hs = H * np.outer(s, s)
+    while True:
+        Hs[np.diag_indices_from(Hs)] += rho
+        try:
+            return s * scipy.linalg.cho_solve(scipy.linalg.cho_factor(Hs), -s * grad), rho
+        except np.linalg.LinAlgError:  # numerically singular: raise the ridge and retry
+            Hs[np.diag_indices_from(Hs)] -= rho
+            if rho >= _RIDGE_MAX:
+                q = scipy.linalg.lstsq(Hs, -s * grad, cond=1e-12)[0]
+                return s * q, rho
+            rho = min(rho * 100, _RIDGE_MAX)
+
+
+def calibrate(matrix, targets, prior, *, penalty=None, cap=None, bounds=None, tol=1e-8,
+              max_iter=200, target_names=None) -> CalibrationResult:
+    """Reweight ``prior`` to meet ``targets`` with minimal KL divergence from the prior.
+
+    Args:
+        matrix: (N, M) target matrix: row i holds record i's contribution to each target.
+            scipy.sparse (any format) or dense array.
+        targets: (M,) non-negative target values ``t``.
+        prior: (N,) non-negative prior weights ``w0``. Zero-prior records keep weight
+            zero; give them a small positive prior if they should be used.
+        penalty: None for hard targets (``A^T w = t`` exactly). A positive number for soft
+            targets: minimise ``penalty * KL(w||w0) / sum(w0) + sum_j (rel error_j)^2``;
+            larger penalties keep the weights closer to the prior.
+        cap: Absolute upper bound on every weight.
+        bounds: ``(lo, hi)`` bounds on the ratio ``w / w0`` (as R survey::calibrate);
+            combined with ``cap`` the upper bound is ``min(hi * w0, cap)``.
+        tol: Hard: largest allowed relative target error. Soft: dual gradient tolerance.
+        max_iter: Newton iteration limit.
+        target_names: Optional names used in messages and kept on the result.
+
+    Returns:
+        A :class:`CalibrationResult`. A hard problem that cannot be met (contradictory
+        targets, bounds too tight) gives ``success=False`` with a message naming the worst
+        targets; call ``result.check()`` to turn that into an :class:`InfeasibleError`.
+
+    Raises:
+        CalibrationError: input that cannot work (shapes, NaN/inf or negative values,
+            bad bounds, a target its column cannot reach under the bounds).
+    """
+    A, t, w0, lower, upper, names = _validate(
+        matrix, targets, prior, penalty, cap, bounds, tol, max_iter, target_names)
+    N, M = A.shape
+    absA = abs(A)
+    d_all = np.where(t != 0, t, np.asarray(absA.T @ w0).ravel())
+    rows = w0 > 0
+    cols = d_all > 0  # a zero target whose column only meets zero-prior records is met
+    As = A[rows][:, cols] if not (rows.all() and cols.all()) else A
+    if sp.issparse(As):
+        As = sp.csr_array(As)
+    ridge = 0.0 if penalty is None else 0.5 * penalty / w0.sum()
+    dual = _Dual(As, t[cols], d_all[cols], w0[rows], lower[rows], upper[rows], ridge)
+
+    # Any feasible w has KL <= kl_max, and the dual value -g(lam) is a lower bound on the
+    # optimum, so -g > kl_max proves a hard problem infeasible (finite only with bounds).
+    kl_max = np.inf
+    if np.all(np.isfinite(dual.zhi)):
+        p0 = w0[rows]
+        kl_max = float(np.sum(np.maximum(_kl_terms(lower[rows], p0), _kl_terms(upper[rows], p0))))
+
+    lam = np.zeros(cols.sum())
+    g, z, zc, w = dual.value(lam)
+    rho, nit, reason = _RIDGE_MIN, 0, ""
+    while True:
+        grad = dual.grad(lam, w)
+        err = np.max(np.abs(grad)) if grad.size else 0.0
+        if err <= tol:
+            break
+        if nit >= max_iter:
+            reason = f"iteration limit max_iter={max_iter} reached"
+            break
+        if penalty is None and -g > kl_max * (1 + 1e-9) + 1e-12 * w0.sum():
+            reason = (f"dual objective {-g:.6g} exceeds the largest KL any weights within "
+                      f"the bounds can have ({kl_max:.6g}), which proves the targets infeasible")
+            break
+        if np.max(np.abs(z), initial=0.0) > _Z_DIVERGED:
+            reason = "the dual diverged (multipliers growing without bound)"
+            break
+        nit += 1
+        free = (z > dual.zlo) & (z < dual.zhi)
+        H, hall = dual.hess(w, free)
+        slack = 1e-12 * (np.sum(w) + np.sum(dual.w0) + abs(lam @ dual.c))
+        while True:  # backtracking line search; on failure, raise the Levenberg ridge
+            p, rho = _newton_step(H, hall, grad, rho)
+            slope = grad @ p
+            alpha, accepted = 1.0, False
+            for _ in range(60):
+                g_new, z_new, zc_new, w_new = dual.value(lam + alpha * p)
+                if g_new <= g + 1e-4 * alpha * slope + slack:
+                    accepted = True
+                    break
+                alpha *= 0.5
+            if accepted or rho >= _RIDGE_MAX:
+                break
+            rho *= 100
+        if not accepted:
+            reason = "the line search could not decrease the dual objective"
+            break
+        rho = max(rho / 10, _RIDGE_MIN) if alpha == 1.0 else rho
+        lam = lam + alpha * p
+        g, z, zc, w = g_new, z_new, zc_new, w_new
+
+    weights = np.zeros(N)
+    weights[rows] = w
+    lam_orig = np.zeros(M)
+    lam_orig[cols] = lam / dual.d
+    achieved = np.asarray(A.T @ weights).ravel()
+    denom = np.where(d_all > 0, d_all, 1.0)
+    rel = (achieved - t) / denom
+    abs_rel = np.abs(rel)
+    max_rel = float(abs_rel.max(initial=0.0))
+    success = not reason
+    kind = "hard" if penalty is None else f"soft (penalty={penalty:g})"
+    if success:
+        message = (f"converged: {kind} targets, {nit} Newton iteration(s), "
+                   f"max relative target error {max_rel:.3g}")
+    else:
+        worst = np.argsort(-abs_rel)[:5]
+        lines = "; ".join(
+            f"{names[j] if names is not None else f'column {j}'}: achieved {achieved[j]:.6g} "
+            f"vs target {t[j]:.6g} (rel error {rel[j]:+.3g})" for j in worst)
+        hint = ("the targets may be contradictory or the bounds too tight; pass penalty= "
+                "(e.g. penalty=1e-2) for soft targets that trade off errors against KL"
+                if penalty is None else "raise max_iter or the penalty")
+        message = (f"{kind} calibration failed after {nit} Newton iteration(s): {reason}; "
+                   f"max relative target error {max_rel:.3g}. Largest residuals: {lines}. "
+                   f"{hint[0].upper() + hint[1:]}.")
+    return CalibrationResult(
+        weights=weights, success=success, message=message, nit=nit, max_rel_error=max_rel,
+        mean_rel_error=float(abs_rel.mean()) if M else 0.0, kl=kl_divergence(weights, w0),
+        multipliers=lam_orig, rel_errors=rel, target_names=names)
