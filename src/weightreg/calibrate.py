@@ -127,8 +127,12 @@ def _validate(matrix, targets, prior, penalty, cap, bounds, tol, max_iter, targe
     """Check the inputs; return (A, t, w0, lower, upper, names). Raise CalibrationError."""
     if sp.issparse(matrix):
         A = sp.csr_array(matrix, dtype=float)
+        if A is matrix or A.data is getattr(matrix, "data", None):
+            A = A.copy()  # canonicalising below must not modify the caller's matrix
         A.sum_duplicates()
         A.eliminate_zeros()
+        if A.nnz < 2**31 - 1 and max(A.shape) < 2**31 - 1:  # int32 indices: faster products
+            A.indices, A.indptr = A.indices.astype(np.int32), A.indptr.astype(np.int32)
         data = A.data
     else:
         A = np.asarray(matrix, dtype=float)
@@ -220,10 +224,12 @@ class _Dual:
     def __init__(self, A, t, d, w0, lower, upper, ridge):
         self.A, self.w0, self.d, self.ridge = A, w0, d, ridge
         self.sparse = sp.issparse(A)
+        self.At = A.T.tocsr() if self.sparse else A.T  # sparse M x N: fast A^T w, A^T W A
         if self.sparse:
-            self.At = A.T.tocsr()  # M x N: fast A^T w and A^T W A
-            self.rows = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))
+            self.rows = np.repeat(np.arange(A.shape[0], dtype=A.indptr.dtype), np.diff(A.indptr))
             self.A2t = self.At.multiply(self.At).tocsr()
+        self._absA = None
+        self.lower, self.upper = lower, upper
         self.c = t / d
         with np.errstate(divide="ignore"):
             self.zlo = np.log(lower / w0)  # -inf where lower == 0
@@ -246,8 +252,28 @@ class _Dual:
         return (g if np.isfinite(g) else np.inf), z, zc, w
 
     def grad(self, lam, w):
-        return self.At @ w / self.d - self.c + self.ridge * lam if self.sparse else \
-            self.A.T @ w / self.d - self.c + self.ridge * lam
+        return self.At @ w / self.d - self.c + self.ridge * lam
+
+    def unbounded(self, p):
+        """True if g decreases without bound along the ray lam + s p (s -> inf).
+
+        As s grows, phi_i tends to a constant where a_i . p <= 0 (with slope lower_i *
+        a_i . p), grows linearly with slope upper_i * a_i . p where a_i . p > 0 and capped,
+        and exponentially where a_i . p > 0 uncapped. So with no uncapped record rising and
+        a negative asymptotic slope the dual is unbounded: a Farkas certificate that the
+        hard targets are infeasible. Entries within rounding of zero count as zero.
+        """
+        q = p / self.d
+        dz = self.A @ q
+        if self._absA is None:
+            self._absA = abs(self.A)
+        noise = 1e-9 * (self._absA @ np.abs(q))
+        up, down = dz > noise, dz < -noise
+        if np.any(up & np.isinf(self.upper)):
+            return False
+        terms = np.concatenate([self.upper[up] * dz[up], self.lower[down] * dz[down]])
+        slope = terms.sum() - p @ self.c
+        return slope < -1e-9 * (np.abs(terms).sum() + np.abs(p) @ np.abs(self.c))
 
     def hess(self, w, free):
         """Scaled dual Hessian D^-1 A^T diag(w_free) A D^-1 + ridge I, and the same with
@@ -318,8 +344,9 @@ def calibrate(matrix, targets, prior, *, penalty=None, cap=None, bounds=None, to
     A, t, w0, lower, upper, names = _validate(
         matrix, targets, prior, penalty, cap, bounds, tol, max_iter, target_names)
     N, M = A.shape
-    absA = abs(A)
-    d_all = np.where(t != 0, t, np.asarray(absA.T @ w0).ravel())
+    d_all = t.copy()
+    if np.any(t == 0):  # zero target: measure errors against the prior's absolute column total
+        d_all[t == 0] = np.asarray(abs(A).T @ w0).ravel()[t == 0]
     rows = w0 > 0
     cols = d_all > 0  # a zero target whose column only meets zero-prior records is met
     As = A[rows][:, cols] if not (rows.all() and cols.all()) else A
@@ -357,11 +384,15 @@ def calibrate(matrix, targets, prior, *, penalty=None, cap=None, bounds=None, to
         free = (z > dual.zlo) & (z < dual.zhi)
         H, hall = dual.hess(w, free)
         slack = 1e-12 * (np.sum(w) + np.sum(dual.w0) + abs(lam @ dual.c))
+        accepted = unbounded = False
         while True:  # backtracking line search; on failure, raise the Levenberg ridge
             p, rho = _newton_step(H, hall, grad, rho)
+            unbounded = penalty is None and dual.unbounded(p)
+            if unbounded:
+                break
             slope = grad @ p
             alpha, accepted = 1.0, False
-            for _ in range(60):
+            for _ in range(60):  # Armijo backtracking
                 g_new, z_new, zc_new, w_new = dual.value(lam + alpha * p)
                 if g_new <= g + 1e-4 * alpha * slope + slack:
                     accepted = True
@@ -370,6 +401,14 @@ def calibrate(matrix, targets, prior, *, penalty=None, cap=None, bounds=None, to
             if accepted or rho >= _RIDGE_MAX:
                 break
             rho *= 100
+        if unbounded:
+            top = np.flatnonzero(cols)[np.argsort(-np.abs(p))[:5]]
+            reason = ("the targets are contradictory: the dual objective decreases without "
+                      "bound, which proves no weights within the bounds meet them all "
+                      "(targets involved: " + ", ".join(
+                          repr(names[j]) if names is not None else f"column {j}"
+                          for j in top) + ")")
+            break
         if not accepted:
             reason = "the line search could not decrease the dual objective"
             break

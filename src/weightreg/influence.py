@@ -177,8 +177,10 @@ def shares_from_mass(mass: np.ndarray, codes1: np.ndarray, n_slots: int) -> np.n
 def cell_influence(values, weights, codes, n_cells: int) -> np.ndarray:
     """Each record's influence on the weighted total of ``values`` over its own cell.
 
-    Influence is ``|w_i x_i| / sum_{j in cell(i)} |w_j x_j|`` (see the module docstring for why
-    absolute mass and not the net total).
+    Influence is ``|w_i x_i| / sum_{j in cell(i)} |w_j x_j|``, the record's share of the cell's
+    absolute weighted mass. Not ``|w_i x_i| / |sum_j w_j x_j|``: with values of both signs (reform
+    deltas: gainers and losers) the net total can be tiny, so that ratio exceeds 1 and is unbounded
+    (+100 and -99 give a total of 1 and an "influence" of 100), which no threshold can judge.
 
     Args:
         values: shape (N,) the metric (any sign).

@@ -4,7 +4,9 @@
 :class:`~weightreg.survey.Survey`, income tax, National Insurance, child benefit, Universal
 Credit, Pension Credit, Housing Benefit, and household net income, under the packaged 2025-26
 parameters or any reform of them. All amounts are annual, in pounds. Every step is whole-array
-numpy over index maps computed once per call; there is no Python loop over entities.
+numpy over index maps computed once per call; there is no Python loop over entities. To simulate
+one survey under many reforms, read its inputs and build its index maps once with
+``inputs = prepare_inputs(survey)`` and call ``simulate(inputs, parameters, reform)``.
 
 The model is deliberately small. Its rules and simplifications:
 
@@ -100,6 +102,8 @@ from .survey import RENTING_TENURES, Survey
 
 __all__ = [
     "simulate",
+    "prepare_inputs",
+    "SimulationInputs",
     "SimulationResult",
     "HOUSEHOLD_COLUMNS",
     "PERSON_COLUMNS",
@@ -205,10 +209,10 @@ def _numeric(df: pd.DataFrame, col: str, default: float, missing: list[str]) -> 
     if col not in df.columns:
         missing.append(col)
         return np.full(len(df), default, dtype=float)
-    values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    values = np.array(pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan))
     nan = np.isnan(values)
     if nan.any():
-        values = np.where(nan, default, values)
+        values[nan] = default
     return values
 
 
@@ -216,36 +220,91 @@ def _flag(df: pd.DataFrame, col: str, default: bool, missing: list[str]) -> np.n
     if col not in df.columns:
         missing.append(col)
         return None
-    s = df[col]
+    return _as_bool(df[col], default)
+
+
+def _as_bool(s: pd.Series, default: bool) -> np.ndarray:
     if s.dtype == bool:
-        return s.to_numpy()
+        return s.to_numpy().copy()
     values = s.to_numpy(dtype=object)
     return np.where(pd.isna(values), default, values).astype(bool)
 
 
-@dataclass
-class _Inputs:
-    n_p: int
-    n_b: int
-    n_h: int
-    ph: np.ndarray  # person -> household row
-    pb: np.ndarray  # person -> benunit row
-    bh: np.ndarray  # benunit -> household row
-    head_bu: np.ndarray  # household -> benunit row holding the household's housing costs
+def _household_heads(survey: Survey, ph: np.ndarray, n_h: int, missing: list[str]) -> np.ndarray:
+    """Row position of each household's head, as ``Survey.household_head_index`` defines it.
+
+    Fast path: when ``is_household_head`` flags exactly one person in every household, that
+    person is the head (the same answer ``household_head_index`` gives, without its sort).
+    """
+    person = survey.person
+    if "is_household_head" not in person.columns:
+        missing.append("is_household_head")
+        return survey.household_head_index()
+    flag = _as_bool(person["is_household_head"], False)
+    flagged = np.flatnonzero(flag)
+    if len(flagged) == n_h and (np.bincount(ph[flagged], minlength=n_h) == 1).all():
+        head = np.empty(n_h, dtype=np.int64)
+        head[ph[flagged]] = flagged
+        return head
+    return survey.household_head_index()
+
+
+def _frame(columns: dict[str, np.ndarray], n: int) -> pd.DataFrame:
+    """A float DataFrame over ``columns`` without copying them (each must be a fresh, writeable
+    array owned by this result; pandas' consolidation copy would cost more than the rules)."""
+    frame = pd.DataFrame(columns, copy=False)
+    assert len(frame) == n
+    return frame
+
+
+@dataclass(frozen=True, eq=False)
+class SimulationInputs:
+    """A parameter-independent snapshot of a survey, ready to simulate under many parameter sets.
+
+    Build it with :func:`prepare_inputs` and pass it to :func:`simulate` in place of the survey
+    to skip re-reading the tables and rebuilding the index maps for each reform. It is a
+    snapshot: later edits to the survey's tables do not reach it. Its arrays are read-only.
+    """
+
+    n_persons: int
+    n_benunits: int
+    n_households: int
+    person_household: np.ndarray  # person -> household row
+    person_benunit: np.ndarray  # person -> benunit row
+    benunit_household: np.ndarray  # benunit -> household row
+    head_benunit: np.ndarray  # household -> benunit row holding its housing costs (-1: none)
     age: np.ndarray
-    incomes: dict[str, np.ndarray]
+    adult: np.ndarray
+    incomes: Mapping[str, np.ndarray]  # person market incomes, by column name
+    earned: np.ndarray  # employment + self-employment income
+    unearned_market: np.ndarray  # private pension + savings + dividends + property income
     state_pension_reported: np.ndarray
-    disabled: np.ndarray
-    is_married: np.ndarray | None
+    n_adults: np.ndarray  # per benunit
+    n_children: np.ndarray
+    any_25_plus: np.ndarray
+    any_disabled: np.ndarray
+    couple: np.ndarray
     claim_uc: np.ndarray
     claim_pc: np.ndarray
     claim_cb: np.ndarray
-    rent: np.ndarray  # household rent if renting, else 0
+    rent: np.ndarray  # per household: rent if renting, else 0
     council_tax: np.ndarray
-    missing: tuple[str, ...]
+    household_incomes: Mapping[str, np.ndarray]  # market incomes summed per household
+    household_state_pension_reported: np.ndarray
+    equivalisation_factor: np.ndarray
+    missing_inputs: tuple[str, ...]
 
 
-def _prepare(survey: Survey) -> _Inputs:
+def prepare_inputs(survey: Survey) -> SimulationInputs:
+    """Read ``survey``'s inputs and build its index maps once (see :class:`SimulationInputs`).
+
+    Raises:
+        SurveyValidationError: if a person's household or benefit unit id has no row.
+    """
+    if isinstance(survey, SimulationInputs):
+        return survey
+    if not isinstance(survey, Survey):
+        raise TypeError(f"expected a Survey, got {type(survey).__name__}")
     person, benunit, household = survey.person, survey.benunit, survey.household
     missing: list[str] = []
     n_p, n_b, n_h = len(person), len(benunit), len(household)
@@ -253,9 +312,7 @@ def _prepare(survey: Survey) -> _Inputs:
     pb = survey.person_benunit_index()
     bh = np.full(n_b, -1, dtype=np.int64)
     bh[pb] = ph
-    if "is_household_head" not in person.columns:
-        missing.append("is_household_head")
-    head = survey.household_head_index()
+    head = _household_heads(survey, ph, n_h, missing)
     head_bu = np.where(head >= 0, pb[np.maximum(head, 0)], -1)
 
     age = _numeric(person, "age", DEFAULT_AGE, missing)
@@ -280,27 +337,66 @@ def _prepare(survey: Survey) -> _Inputs:
     rent = np.where(renting, np.maximum(rent, 0.0), 0.0)
     council_tax = _numeric(household, "council_tax", 0.0, missing)
 
+    def count_bu(mask):
+        return np.bincount(pb, weights=mask.astype(float), minlength=n_b)
+
+    def per_hh(values):
+        return np.bincount(ph, weights=values, minlength=n_h)
+
+    adult = age >= ADULT_AGE
+    n_adults = count_bu(adult)
+    n_children = count_bu(~adult)
+    couple = is_married if is_married is not None else n_adults >= 2
+
+    oecd_adult = age >= OECD_ADULT_AGE
+    n_older = per_hh(oecd_adult.astype(float))
+    n_younger = per_hh((~oecd_adult).astype(float))
+    factor = np.where(
+        n_older > 0,
+        1.0 + 0.5 * np.maximum(n_older - 1, 0.0) + 0.3 * n_younger,
+        1.0 + 0.3 * np.maximum(n_younger - 1, 0.0),
+    )
+
     order = {col: i for i, (_, col) in enumerate(INPUT_DEFAULTS)}
-    return _Inputs(
-        n_p=n_p,
-        n_b=n_b,
-        n_h=n_h,
-        ph=ph,
-        pb=pb,
-        bh=bh,
-        head_bu=head_bu,
+    inputs = SimulationInputs(
+        n_persons=n_p,
+        n_benunits=n_b,
+        n_households=n_h,
+        person_household=ph,
+        person_benunit=pb,
+        benunit_household=bh,
+        head_benunit=head_bu,
         age=age,
+        adult=adult,
         incomes=incomes,
+        earned=incomes["employment_income"] + incomes["self_employment_income"],
+        unearned_market=(
+            incomes["private_pension_income"]
+            + incomes["savings_interest_income"]
+            + incomes["dividend_income"]
+            + incomes["property_income"]
+        ),
         state_pension_reported=sp,
-        disabled=disabled,
-        is_married=is_married,
+        n_adults=n_adults,
+        n_children=n_children,
+        any_25_plus=count_bu(adult & (age >= UC_YOUNG_AGE)) > 0,
+        any_disabled=count_bu(adult & disabled) > 0,
+        couple=np.asarray(couple, dtype=bool),
         claim_uc=claims[0],
         claim_pc=claims[1],
         claim_cb=claims[2],
         rent=rent,
         council_tax=council_tax,
-        missing=tuple(sorted(missing, key=order.__getitem__)),
+        household_incomes={c: per_hh(v) for c, v in incomes.items()},
+        household_state_pension_reported=per_hh(sp),
+        equivalisation_factor=factor,
+        missing_inputs=tuple(sorted(missing, key=order.__getitem__)),
     )
+    for value in vars(inputs).values():
+        for arr in value.values() if isinstance(value, dict) else (value,):
+            if isinstance(arr, np.ndarray):
+                arr.flags.writeable = False
+    return inputs
 
 
 # ---- rules ----------------------------------------------------------------------------------
@@ -311,32 +407,28 @@ def _banded(amount: np.ndarray, lower: float, upper: float, main: float, high: f
     return main * np.clip(amount - lower, 0.0, width) + high * np.maximum(amount - top, 0.0)
 
 
-def _run(inp: _Inputs, p: Parameters) -> SimulationResult:
+def _run(inp: SimulationInputs, p: Parameters) -> SimulationResult:
     g = p.get
-    n_b, n_h = inp.n_b, inp.n_h
-    pb, ph, bh = inp.pb, inp.ph, inp.bh
-    age = inp.age
+    n_b, n_h = inp.n_benunits, inp.n_households
+    pb, ph, bh = inp.person_benunit, inp.person_household, inp.benunit_household
+    age, adult = inp.age, inp.adult
     inc = inp.incomes
     pension_age = g("state_pension.pension_age")
 
-    def per_bu(values, mask=None):
-        w = values if mask is None else np.where(mask, values, 0.0)
-        return np.bincount(pb, weights=w, minlength=n_b)
+    def per_bu(values):
+        return np.bincount(pb, weights=values, minlength=n_b)
 
-    def count_bu(mask):
-        return np.bincount(pb, weights=mask.astype(float), minlength=n_b)
+    def per_hh(values):
+        return np.bincount(ph, weights=values, minlength=n_h)
+
+    def bu_to_hh(values):
+        return np.bincount(bh, weights=values, minlength=n_h)
 
     # ---- person: incomes, income tax, NI ----
-    state_pension = inp.state_pension_reported * g("state_pension.uprating")
-    earned = inc["employment_income"] + inc["self_employment_income"]
-    unearned = (
-        inc["private_pension_income"]
-        + inc["savings_interest_income"]
-        + inc["dividend_income"]
-        + inc["property_income"]
-        + state_pension
-    )
-    total_income = earned + unearned
+    uprating = g("state_pension.uprating")
+    state_pension = inp.state_pension_reported * uprating
+    unearned = inp.unearned_market + state_pension
+    total_income = inp.earned + unearned
     ani = total_income
 
     pa = np.maximum(
@@ -372,43 +464,39 @@ def _run(inp: _Inputs, p: Parameters) -> SimulationResult:
     )
     ni = np.where(below_pension_age, ni, 0.0)
 
-    # Net incomes for means tests: tax shared pro rata between earned and unearned income.
-    earned_pos = np.maximum(earned, 0.0)
+    # Net incomes of adults for means tests; income tax is shared pro rata between earned and
+    # unearned income.
+    earned_pos = np.maximum(inp.earned, 0.0)
     unearned_pos = np.maximum(unearned, 0.0)
     gross_pos = earned_pos + unearned_pos
     with np.errstate(invalid="ignore", divide="ignore"):
         earned_share = np.where(gross_pos > 0, earned_pos / gross_pos, 0.0)
-    net_earned = np.maximum(earned_pos - income_tax * earned_share - ni, 0.0)
-    net_unearned = np.maximum(unearned_pos - income_tax * (1.0 - earned_share), 0.0)
-    net_income = np.maximum(total_income - income_tax - ni, 0.0)
+    tax_on_earned = income_tax * earned_share
+    net_earned = np.where(adult, np.maximum(earned_pos - tax_on_earned - ni, 0.0), 0.0)
+    net_unearned = np.where(adult, np.maximum(unearned_pos - (income_tax - tax_on_earned), 0.0), 0.0)
+    net_income = np.where(adult, np.maximum(total_income - income_tax - ni, 0.0), 0.0)
 
-    # ---- benefit-unit composition ----
-    adult = age >= ADULT_AGE
-    child = ~adult
-    n_adults = count_bu(adult)
-    n_children = count_bu(child)
-    n_pension_adults = count_bu(adult & ~below_pension_age)
-    any_25_plus = count_bu(adult & (age >= UC_YOUNG_AGE)) > 0
-    any_disabled = count_bu(adult & inp.disabled) > 0
-    couple = inp.is_married if inp.is_married is not None else n_adults >= 2
+    # ---- benefit units ----
+    n_adults, n_children, couple = inp.n_adults, inp.n_children, inp.couple
+    n_pension_adults = per_bu((adult & ~below_pension_age).astype(float))
     has_adult = n_adults > 0
     pension_unit = has_adult & (n_pension_adults == n_adults)
     working_age_unit = has_adult & (n_pension_adults < n_adults)
 
-    bu_net_earned = per_bu(net_earned, adult)
-    bu_net_unearned = per_bu(net_unearned, adult)
-    bu_net_income = per_bu(net_income, adult)
+    bu_net_earned = per_bu(net_earned)
+    bu_net_unearned = per_bu(net_unearned)
+    bu_net_income = per_bu(net_income)
     max_ani = np.zeros(n_b)
-    np.maximum.at(max_ani, pb[adult], ani[adult])  # ANI >= 0 suffices for the charge below
+    np.maximum.at(max_ani, pb, np.where(adult, ani, 0.0))  # only ANI above 0 matters below
 
     rent_bu = np.zeros(n_b)
-    has_head = inp.head_bu >= 0
-    rent_bu[inp.head_bu[has_head]] = inp.rent[has_head]  # one head per household, in one unit
+    has_head = inp.head_benunit >= 0
+    rent_bu[inp.head_benunit[has_head]] = inp.rent[has_head]  # one head per household
     eligible_rent = np.minimum(rent_bu, g("housing_costs.monthly_cap") * MONTHS_PER_YEAR)
 
     # ---- child benefit ----
     cb = np.where(
-        n_children > 0,
+        (n_children > 0) & inp.claim_cb,
         WEEKS_PER_YEAR
         * (
             g("child_benefit.eldest_weekly")
@@ -416,7 +504,6 @@ def _run(inp: _Inputs, p: Parameters) -> SimulationResult:
         ),
         0.0,
     )
-    cb = np.where(inp.claim_cb, cb, 0.0)
     hicbc_start = g("child_benefit.high_income_charge.threshold")
     hicbc_end = g("child_benefit.high_income_charge.taper_end")
     if hicbc_end > hicbc_start:
@@ -430,8 +517,8 @@ def _run(inp: _Inputs, p: Parameters) -> SimulationResult:
     sa = "universal_credit.standard_allowance_monthly."
     standard = np.where(
         couple,
-        np.where(any_25_plus, g(sa + "couple_one_25_plus"), g(sa + "couple_both_under_25")),
-        np.where(any_25_plus, g(sa + "single_25_plus"), g(sa + "single_under_25")),
+        np.where(inp.any_25_plus, g(sa + "couple_one_25_plus"), g(sa + "couple_both_under_25")),
+        np.where(inp.any_25_plus, g(sa + "single_25_plus"), g(sa + "single_under_25")),
     )
     n_child_elements = np.minimum(n_children, np.floor(g("universal_credit.child_limit")))
     child_elements = g("universal_credit.child_element_monthly.first") * (
@@ -440,7 +527,7 @@ def _run(inp: _Inputs, p: Parameters) -> SimulationResult:
     uc_max = MONTHS_PER_YEAR * (standard + child_elements) + eligible_rent
     wa = "universal_credit.work_allowance_monthly."
     work_allowance = np.where(
-        (n_children > 0) | any_disabled,
+        (n_children > 0) | inp.any_disabled,
         MONTHS_PER_YEAR * np.where(eligible_rent > 0, g(wa + "with_housing"), g(wa + "without_housing")),
         0.0,
     )
@@ -467,13 +554,7 @@ def _run(inp: _Inputs, p: Parameters) -> SimulationResult:
         0.0,
     )
 
-    # ---- household aggregates ----
-    def per_hh(values):
-        return np.bincount(ph, weights=values, minlength=n_h)
-
-    def bu_to_hh(values):
-        return np.bincount(bh, weights=values, minlength=n_h)
-
+    # ---- households ----
     hh = {
         "income_tax": per_hh(income_tax),
         "national_insurance": per_hh(ni),
@@ -481,11 +562,10 @@ def _run(inp: _Inputs, p: Parameters) -> SimulationResult:
         "universal_credit": bu_to_hh(uc),
         "pension_credit": bu_to_hh(pc),
         "housing_benefit": bu_to_hh(hb),
-        "state_pension": per_hh(state_pension),
-        "council_tax": inp.council_tax.astype(float, copy=True),
+        "state_pension": inp.household_state_pension_reported * uprating,
+        "council_tax": inp.council_tax.copy(),
+        **{c: v.copy() for c, v in inp.household_incomes.items()},
     }
-    for col in _MARKET_INCOMES:
-        hh[col] = per_hh(inc[col])
     hh["market_income"] = sum(hh[c] for c in _MARKET_INCOMES)
     hh["benefits"] = (
         hh["state_pension"]
@@ -501,49 +581,45 @@ def _run(inp: _Inputs, p: Parameters) -> SimulationResult:
         - hh["national_insurance"]
         - hh["council_tax"]
     )
-    oecd_adult = age >= OECD_ADULT_AGE
-    n_older = np.bincount(ph, weights=oecd_adult.astype(float), minlength=n_h)
-    n_younger = np.bincount(ph, weights=(~oecd_adult).astype(float), minlength=n_h)
-    factor = np.where(
-        n_older > 0,
-        1.0 + 0.5 * np.maximum(n_older - 1, 0.0) + 0.3 * n_younger,
-        1.0 + 0.3 * np.maximum(n_younger - 1, 0.0),
-    )
-    hh["equivalisation_factor"] = factor
-    hh["equivalised_household_net_income"] = hh["household_net_income"] / factor
+    hh["equivalisation_factor"] = inp.equivalisation_factor.copy()
+    hh["equivalised_household_net_income"] = hh["household_net_income"] / inp.equivalisation_factor
 
     return SimulationResult(
-        household=pd.DataFrame({c: hh[c] for c in HOUSEHOLD_COLUMNS}),
-        person=pd.DataFrame(
+        household=_frame({c: hh[c] for c in HOUSEHOLD_COLUMNS}, n_h),
+        person=_frame(
             {
                 "income_tax": income_tax,
                 "national_insurance": ni,
-                "adjusted_net_income": ani,
+                "adjusted_net_income": ani.copy(),
                 "total_income": total_income,
-            }
+            },
+            inp.n_persons,
         ),
-        benunit=pd.DataFrame(
+        benunit=_frame(
             {
                 "universal_credit": uc,
                 "child_benefit": cb_net,
                 "pension_credit": pc,
                 "housing_benefit": hb,
                 "child_benefit_charge": cb_charge,
-            }
+            },
+            n_b,
         ),
-        missing_inputs=inp.missing,
+        missing_inputs=inp.missing_inputs,
     )
 
 
 def simulate(
-    survey: Survey,
+    survey: Survey | SimulationInputs,
     parameters: Parameters | None = None,
     reform: Mapping | None = None,
 ) -> SimulationResult:
     """Simulate taxes, benefits and net incomes for every person, benefit unit and household.
 
     Args:
-        survey: the survey (its index maps must resolve; see ``Survey.validate``).
+        survey: the survey (its index maps must resolve; see ``Survey.validate``), or its
+            :class:`SimulationInputs` from :func:`prepare_inputs` when simulating the same survey
+            under many reforms.
         parameters: the baseline parameters; the packaged 2025-26 rates when ``None``.
         reform: an optional reform applied on top of ``parameters`` (see
             :meth:`Parameters.apply_reform`).
@@ -560,4 +636,4 @@ def simulate(
         raise TypeError(f"parameters must be a Parameters object, got {type(params).__name__}")
     if reform:
         params = params.apply_reform(reform)
-    return _run(_prepare(survey), params)
+    return _run(prepare_inputs(survey), params)
