@@ -12,6 +12,12 @@ per record; (c) optionally a problem read from ``--npz`` (``matrix`` dense, or t
 ``targets``, ``prior``, ``cap``). Targets of (a) and (b) are ``A^T w_true`` for a perturbed
 prior, so the hard problems are feasible. Each method runs on the same problem in the same
 process; figures go to ``benchmarks/results/calibrate.json`` and a table is printed.
+
+cvxpy is skipped above ``--cvxpy-max-records`` (default 100,000): on (b) it took about 8
+minutes. To add it to the results file in a separate run::
+
+    python benchmarks/bench_calibrate.py --only b --methods cvxpy \
+        --cvxpy-max-records 10000000 --merge
 """
 
 from __future__ import annotations
@@ -165,7 +171,8 @@ def measure(fn, p, **kw):
             "max_rel_error": float(rel.max()), "mean_rel_error": float(rel.mean()),
             "kl": kl_divergence(w, w0), "kish_ess": float(w.sum() ** 2 / (w @ w)),
             "max_weight": float(w.max()),
-            "cap_violation": None if p["cap"] is None else float(max(w.max() - p["cap"], 0.0))}
+            "cap_violation": None if p["cap"] is None else float(max(w.max() - p["cap"], 0.0)),
+            "records_at_cap": None if p["cap"] is None else int(np.sum(w >= p["cap"] * (1 - 1e-9)))}
 
 
 def run_problem(p, args, cvxpy_ok, cvxpy_skip_reason=None):
@@ -175,17 +182,21 @@ def run_problem(p, args, cvxpy_ok, cvxpy_skip_reason=None):
     print(f"\n== {p['name']}  (nnz {row['nnz']:,})", flush=True)
     row["methods"]["weightreg"] = r = measure(ours, p)
     print(f"  weightreg done in {r['seconds']} s", flush=True)
-    if cvxpy_ok and not args.no_cvxpy:
+    if cvxpy_ok and "cvxpy" in args.methods:
         try:
             row["methods"]["cvxpy_clarabel"] = r = measure(cvxpy_clarabel, p)
             print(f"  cvxpy done in {r['seconds']} s", flush=True)
         except Exception as exc:  # report the baseline's failure, keep benchmarking
             row["methods"]["cvxpy_clarabel"] = {"skipped": f"{type(exc).__name__}: {exc}"}
     else:
-        reason = cvxpy_skip_reason or ("--no-cvxpy given" if args.no_cvxpy else "cvxpy not installed")
+        reason = cvxpy_skip_reason or ("not in --methods" if "cvxpy" not in args.methods
+                                       else "cvxpy not installed")
         row["methods"]["cvxpy_clarabel"] = {"skipped": reason}
-    row["methods"]["adam_policyengine"] = r = measure(adam_policyengine, p, epochs=args.adam_epochs)
-    print(f"  adam done in {r['seconds']} s", flush=True)
+    if "adam" in args.methods:
+        row["methods"]["adam_policyengine"] = r = measure(adam_policyengine, p, epochs=args.adam_epochs)
+        print(f"  adam done in {r['seconds']} s", flush=True)
+    else:
+        row["methods"]["adam_policyengine"] = {"skipped": "not in --methods"}
     cv, me = row["methods"]["cvxpy_clarabel"], row["methods"]["weightreg"]
     if "seconds" in cv:
         row["speedup_vs_cvxpy"] = round(cv["seconds"] / me["seconds"], 1)
@@ -212,18 +223,42 @@ def print_table(rows):
                   f"weights differ by at most {row['max_weight_diff_vs_cvxpy']:.1e} x prior")
 
 
+def merge(old, rows, how):
+    """Put the measured (not skipped) methods of rows into old's matching problems."""
+    by_name = {r["problem"]: r for r in old["problems"]}
+    for row in rows:
+        target = by_name.get(row["problem"])
+        if target is None:
+            old["problems"].append(row)
+            continue
+        for name, r in row["methods"].items():
+            if "skipped" not in r:
+                target["methods"][name] = {**r, "run": f"separate run: {how}"}
+        cv, me = target["methods"].get("cvxpy_clarabel", {}), target["methods"]["weightreg"]
+        if "seconds" in cv:
+            target["speedup_vs_cvxpy"] = round(cv["seconds"] / me["seconds"], 1)
+            if "max_weight_diff_vs_cvxpy" in row:
+                target["max_weight_diff_vs_cvxpy"] = row["max_weight_diff_vs_cvxpy"]
+    return old
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, to check the script works")
     ap.add_argument("--npz", help="also run on this targets matrix (see module docstring)")
     ap.add_argument("--cap", type=float, help="cap for the --npz problem")
     ap.add_argument("--only", choices=["a", "b", "c"], action="append", help="run only these problems")
-    ap.add_argument("--no-cvxpy", action="store_true", help="skip the cvxpy baseline")
+    ap.add_argument("--methods", default="weightreg,cvxpy,adam",
+                    help="baselines to run besides weightreg (comma-separated: cvxpy, adam)")
     ap.add_argument("--cvxpy-max-records", type=int, default=100_000,
                     help="skip cvxpy above this many records (500k records take Clarabel too long)")
     ap.add_argument("--adam-epochs", type=int, default=2000)
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--merge", action="store_true",
+                    help="merge into an existing --out file: measured methods replace that problem's "
+                         "entries (e.g. a separate run of the slow cvxpy baseline on (b))")
     args = ap.parse_args(argv)
+    args.methods = set(args.methods.split(","))
     try:
         import cvxpy  # noqa: F401
         have_cvxpy = True
@@ -246,11 +281,14 @@ def main(argv=None):
         ok = have_cvxpy and n <= args.cvxpy_max_records
         why = None if ok or not have_cvxpy else (
             f"{n:,} records > --cvxpy-max-records={args.cvxpy_max_records:,}: Clarabel needs one "
-            "exponential cone per record and would take many minutes here")
+            "exponential cone per record; on (b) it takes minutes (add it with --merge, see docstring)")
         rows.append(run_problem(p, args, ok, why))
     print_table(rows)
     out = {"quick": args.quick, "python": platform.python_version(), "numpy": np.__version__,
            "threads": os.environ.get("OMP_NUM_THREADS"), "cpu_count": os.cpu_count(), "problems": rows}
+    if args.merge and Path(args.out).exists():
+        out = merge(json.loads(Path(args.out).read_text()), rows, " ".join(sys.argv[1:]))
+        print_table(out["problems"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"\nwrote {args.out}")

@@ -238,6 +238,16 @@ def test_sparse_and_dense_inputs_agree():
     np.testing.assert_allclose(soft_s.weights, soft_d.weights, rtol=1e-12)
 
 
+def test_callers_sparse_matrix_is_left_alone():
+    A = sp.csr_array((np.array([0.5, 0.5, 0.0, 1.0, 1.0]), np.zeros(5, dtype=np.int32),
+                      np.array([0, 3, 4, 5], dtype=np.int32)), shape=(3, 1))  # duplicates, explicit zero
+    before = (A.data.copy(), A.indices.copy(), A.indptr.copy())
+    res = calibrate(A, [6.0], np.ones(3), tol=1e-12)
+    np.testing.assert_allclose(res.weights, np.full(3, 2.0))
+    for a, b in zip(before, (A.data, A.indices, A.indptr)):
+        np.testing.assert_array_equal(a, b)
+
+
 # ---------------------------------------------------------------- rejections
 
 def test_rejects_shape_mismatch():

@@ -12,8 +12,10 @@ from weightreg.features import (
     FeatureSpec,
     build,
     extract,
+    feature_columns_by_slot,
     modelled_columns,
     normalise,
+    person_slots,
     row_problems,
     valid_rows,
 )
@@ -555,3 +557,26 @@ def test_build_rejects_bad_ids(good_row, spec):
         build(two, spec, household_ids=[1])
     with pytest.raises(FeatureError, match="weights"):
         build(good_row, spec, household_ids=[1], weights=[-2.0])
+
+
+# ---- slots --------------------------------------------------------------------------------------
+def test_person_slots_follow_the_extraction_order(survey, spec, extraction):
+    slots = pd.Series(person_slots(survey), index=survey.person["person_id"])
+    # Household 2 is listed child, partner, child, head; household 6 lodger, lodger (unit head), head.
+    assert slots.loc[[2001, 2002, 2003, 2004]].tolist() == ["child1", "adult2", "child2", "adult1"]
+    assert slots.loc[[6001, 6002, 6003]].tolist() == ["adult3", "adult2", "adult1"]
+    assert slots.loc[[4001, 4004]].tolist() == ["adult1", "adult4"]  # beyond max_adults, still named
+    # For a built survey, slot names match the slot each person was built from.
+    built = build(extraction.features, spec, household_ids=extraction.features.index)
+    b_slots = person_slots(built, spec)
+    p = built.person
+    cols = feature_columns_by_slot(spec)
+    row_of = extraction.features.loc[p["person_household_id"]]
+    for col in ("age", "employment_income"):
+        expected = [
+            row_of.iloc[n][f"{slot}_{col}"] if f"{slot}_{col}" in cols[slot] else 0.0
+            for n, slot in enumerate(b_slots)
+        ]
+        assert p[col].astype(float).tolist() == [float(x) for x in expected]
+    assert cols["adult1"][0] == "adult1_age" and cols["bu2"] == [f"bu2_{f}" for f in spec.benunit_features]
+    assert sorted(c for v in cols.values() for c in v) == sorted(c for c in spec.columns() if c[:2] in ("ad", "bu", "ch"))

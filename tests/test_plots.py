@@ -79,9 +79,11 @@ def write_inputs(plots_dir: Path, seed: int = 0) -> None:
     kinds = list(plots.WEIGHT_KINDS)
     put("evaluate/truth_error.csv", pd.DataFrame({
         "weights": np.repeat(kinds, 2), "statistic_kind": ["baseline", "reform"] * len(kinds),
-        "rmse": rng.uniform(0.01, 0.1, 2 * len(kinds)), "median_abs_rel_error": rng.uniform(0.001, 0.05, 2 * len(kinds)),
+        "rmse": rng.uniform(0.01, 0.1, 2 * len(kinds)),
+        "median_abs_rel_error": rng.uniform(0.001, 0.05, 2 * len(kinds)),
     }))
-    cmp_rows = [(dim, c, kind, float(rng.uniform(50, 900))) for dim, cells in dims.items() for c in cells for kind in kinds]
+    cmp_rows = [(dim, c, kind, float(rng.uniform(50, 900)))
+                for dim, cells in dims.items() for c in cells for kind in kinds]
     put("evaluate/ess_compare.csv", pd.DataFrame(cmp_rows, columns=["dimension", "cell", "weights", "ess"]))
 
 
@@ -148,11 +150,18 @@ def test_heatmap_table_ranks_records_then_statistics():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_render_all_draws_every_figure(tmp_path):
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    """Every input, and one render of every figure (rendering all takes seconds: done once)."""
+    root = tmp_path_factory.mktemp("full")
+    write_inputs(root / "plots")
+    return root / "plots", render_all(root / "plots", root / "out", threshold=THRESHOLD)
+
+
+def test_render_all_draws_every_figure(full):
     import matplotlib.image
 
-    write_inputs(tmp_path / "plots")
-    out = render_all(tmp_path / "plots", tmp_path / "out", threshold=THRESHOLD)
+    plots_dir, out = full
     assert [p.name for p in out] == list(FIGURES)
     assert out.missing == [] and out.skipped == {}
     for path in out:
@@ -162,24 +171,48 @@ def test_render_all_draws_every_figure(tmp_path):
         assert image.shape[0] > 200 and image.shape[1] > 300
         assert image.std() > 0.05  # not a blank canvas
     # No temporary files left beside them.
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(FIGURES)
+    assert sorted(p.name for p in out[0].parent.iterdir()) == sorted(FIGURES)
 
 
-def test_png_bytes_depend_only_on_the_data(tmp_path):
-    write_inputs(tmp_path / "plots")
-    first = render_all(tmp_path / "plots", tmp_path / "a", threshold=THRESHOLD)
-    second = render_all(tmp_path / "plots", tmp_path / "b", threshold=THRESHOLD)
+def _pixels_of(path: Path, hex_colour: str) -> int:
+    import matplotlib.colors
+    import matplotlib.image
+
+    rgb = np.asarray(matplotlib.colors.to_rgb(hex_colour))
+    image = matplotlib.image.imread(path)[..., :3]
+    return int((np.abs(image - rgb).max(axis=-1) < 0.02).sum())
+
+
+def test_bars_are_drawn_in_every_series_colour(full):
+    """Bars on log axes vanish if non-positive values are masked: check each series' solid colour."""
+    by_name = {p.name: p for p in full[1]}
+    cycle = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]  # matplotlib's default C0..C4
+    for colour in cycle:  # one per weight vector
+        assert _pixels_of(by_name["ess_by_slice.png"], colour) > 2000, colour
+    for colour in cycle[:2]:  # baseline, reform
+        assert _pixels_of(by_name["truth_error.png"], colour) > 2000, colour
+    assert _pixels_of(by_name["top_multipliers.png"], cycle[0]) > 2000  # multipliers > 1
+    assert _pixels_of(by_name["top_multipliers.png"], cycle[1]) > 2000  # multipliers < 1
+
+
+def test_png_bytes_depend_only_on_the_data(full, tmp_path):
+    plots_dir, first = full
+    second = render_all(plots_dir, tmp_path / "b", threshold=THRESHOLD)
     for a, b in zip(first, second):
         assert a.read_bytes() == b.read_bytes(), a.name
         assert b"Software" not in a.read_bytes() and b"matplotlib" not in a.read_bytes()
     # Changing one input changes that figure only.
-    trace = tmp_path / "plots" / "adversarial_loop" / "trace.csv"
+    shutil.copytree(plots_dir, tmp_path / "plots")
+    trace = tmp_path / "plots/adversarial_loop/trace.csv"
     frame = pd.read_csv(trace)
     frame.loc[2, "ess"] += 400
     frame.to_csv(trace, index=False)
-    third = render_all(tmp_path / "plots", tmp_path / "c", threshold=THRESHOLD)
-    changed = {c.name for a, c in zip(first, third) if a.read_bytes() != c.read_bytes()}
-    assert changed == {"loop_convergence.png"}
+    names = ["loop_convergence.png", "truth_error.png"]
+    third = render_all(tmp_path / "plots", tmp_path / "c", threshold=THRESHOLD, figures=names)
+    assert [p.name for p in third] == names
+    before = {p.name: p.read_bytes() for p in first}
+    assert before["loop_convergence.png"] != third[0].read_bytes()
+    assert before["truth_error.png"] == third[1].read_bytes()
 
 
 def test_missing_inputs_are_listed_not_fatal(tmp_path, caplog):
@@ -210,9 +243,18 @@ def test_missing_inputs_are_listed_not_fatal(tmp_path, caplog):
 def test_empty_input_skips_its_figure(tmp_path):
     write_inputs(tmp_path / "plots")
     (tmp_path / "plots/train_generator/loss.csv").write_text("epoch,loss\n")
-    out = render_all(tmp_path / "plots", tmp_path / "out")
-    assert "generator_loss.png" not in [p.name for p in out]
+    out = render_all(tmp_path / "plots", tmp_path / "out", figures=["generator_loss.png", "top_multipliers.png"])
+    assert [p.name for p in out] == ["top_multipliers.png"]
     assert "no rows" in out.skipped["generator_loss.png"]
+    assert out.missing == []
+    # Rows, but none drawable: the whole-population row and the no-cell row are not slice cells.
+    (tmp_path / "plots/evaluate/ess_compare.csv").unlink()
+    (tmp_path / "plots/diagnose/ess_by_slice.csv").write_text(
+        "dimension,cell,n_records,ess,weight_total\nall,all,10,8.5,100\nregion,(none),2,0,5\n")
+    out = render_all(tmp_path / "plots", tmp_path / "out", figures=["ess_by_slice.png"])
+    assert list(out) == [] and "no slice cells" in out.skipped["ess_by_slice.png"]
+    with pytest.raises(ValueError, match="unknown figure.*nope.png"):
+        render_all(tmp_path / "plots", tmp_path / "out", figures=["nope.png"])
 
 
 def test_contract_violations_name_the_file_and_column(tmp_path):
@@ -230,19 +272,20 @@ def test_contract_violations_name_the_file_and_column(tmp_path):
         render_all(tmp_path / "plots", tmp_path / "out")
 
 
-def test_render_leaves_matplotlib_global_state_alone(tmp_path):
+def test_render_leaves_matplotlib_global_state_alone(full, tmp_path):
     import matplotlib
 
-    write_inputs(tmp_path / "plots")
+    plots_dir, plain = full
+    names = ["loop_convergence.png", "truth_error.png"]
     backend = matplotlib.get_backend()
     before = dict(matplotlib.rcParams)
     with matplotlib.rc_context({"lines.linewidth": 7.0, "font.size": 20}):
-        styled = render_all(tmp_path / "plots", tmp_path / "styled")
-    plain = render_all(tmp_path / "plots", tmp_path / "plain")
+        styled = render_all(plots_dir, tmp_path / "styled", threshold=THRESHOLD, figures=names)
     assert matplotlib.get_backend() == backend
     assert dict(matplotlib.rcParams) == before
     # A user's rc settings do not leak into the figures.
-    assert [p.read_bytes() for p in styled] == [p.read_bytes() for p in plain]
+    plain = {p.name: p.read_bytes() for p in plain}
+    assert [p.read_bytes() for p in styled] == [plain[n] for n in names]
     # Importing the module neither imports pyplot nor picks a backend.
     code = "import sys, weightreg.plots; print('matplotlib.pyplot' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -250,23 +293,26 @@ def test_render_leaves_matplotlib_global_state_alone(tmp_path):
     assert res.stdout.strip() == "False"
 
 
-def test_main_reads_threshold_from_params(tmp_path):
-    write_inputs(tmp_path / "plots")
-    (tmp_path / "params.yaml").write_text("threshold: 0.05\n")
-    assert plots.main(["--plots-dir", str(tmp_path / "plots"), "--out-dir", str(tmp_path / "out"),
-                       "--params", str(tmp_path / "params.yaml")]) == 0
-    with_params = (tmp_path / "out/influence_scatter.png").read_bytes()
-    render_all(tmp_path / "plots", tmp_path / "direct", threshold=0.05)
-    assert with_params == (tmp_path / "direct/influence_scatter.png").read_bytes()
-    render_all(tmp_path / "plots", tmp_path / "none", threshold=None)
-    assert with_params != (tmp_path / "none/influence_scatter.png").read_bytes()
+def test_main_reads_threshold_from_params(full, tmp_path):
+    plots_dir, rendered = full  # rendered with threshold=THRESHOLD
+    with_threshold = {p.name: p.read_bytes() for p in rendered}["influence_scatter.png"]
+    (tmp_path / "params.yaml").write_text(f"threshold: {THRESHOLD}\n")
+    args = ["--plots-dir", str(plots_dir), "--figure", "influence_scatter.png"]
+    assert plots.main([*args, "--out-dir", str(tmp_path / "a"), "--params", str(tmp_path / "params.yaml")]) == 0
+    assert (tmp_path / "a/influence_scatter.png").read_bytes() == with_threshold
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["influence_scatter.png"]
+    # No params file and no --threshold: no threshold line, so a different picture.
+    assert plots.main([*args, "--out-dir", str(tmp_path / "b"), "--params", str(tmp_path / "absent.yaml")]) == 0
+    assert (tmp_path / "b/influence_scatter.png").read_bytes() != with_threshold
 
 
 # ---------------------------------------------------------------------------------------------
 # The offline template for `dvc plots show`
 # ---------------------------------------------------------------------------------------------
 
-# What the lead puts in dvc.yaml's top-level `plots:` (kept here so the test proves it renders).
+# dvc.yaml's top-level `plots:` entries (kept here so the test proves they render offline). The
+# first one stands in for the plot stage's `plots: - plots/plot` output: in the project's dvc.yaml
+# it must not be repeated at the top level, or every PNG shows twice.
 DVC_PLOTS_YAML = """\
 plots:
   - plots/plot
@@ -351,14 +397,14 @@ def _dvc(args, cwd):
 
 
 @pytest.fixture(scope="module")
-def dvc_pages(tmp_path_factory):
+def dvc_pages(tmp_path_factory, full):
     """``dvc plots show`` in a throw-away repo, with the project's template config and without."""
     pytest.importorskip("dvc")
     repo = tmp_path_factory.mktemp("dvcrepo")
     res = _dvc(["init", "--no-scm", "-q"], repo)
     assert res.returncode == 0, res.stderr
-    write_inputs(repo / "plots")
-    render_all(repo / "plots", repo / "plots/plot", threshold=THRESHOLD)
+    shutil.copytree(full[0], repo / "plots")
+    shutil.copytree(full[1][0].parent, repo / "plots/plot")
     (repo / "dvc.yaml").write_text(DVC_PLOTS_YAML)
     templates = repo / "src/weightreg/templates"
     templates.mkdir(parents=True)
@@ -380,8 +426,9 @@ def test_dvc_plots_show_uses_the_offline_template(dvc_pages):
     # Every vega plot of DVC_PLOTS_YAML is on the page, and the PNGs are linked locally.
     ids = re.findall(r"vegaEmbed\('#([^']+)'", offline)
     assert len(ids) == 7
-    images = re.findall(r'<img src="([^"]+)"', offline)
-    assert sorted(Path(src).name for src in images) == sorted(FIGURES)
+    body = offline[offline.index("</head>"):]  # the inlined libraries hold <img src=...> templates
+    images = re.findall(r'<img src="([^"]+)"', body)
+    assert sorted(Path(src).name.split("plots_plot_")[-1] for src in images) == sorted(FIGURES)
     for src in images:
         assert not src.startswith(("http:", "https:", "//"))
         assert (dvc_pages[1].parent / src).is_file()
@@ -390,7 +437,7 @@ def test_dvc_plots_show_uses_the_offline_template(dvc_pages):
 NODE_CHECK = textwrap.dedent("""
     // Run the page's inline libraries in a bare VM (no DOM, no network) and render every spec to SVG.
     const fs = require('fs'), vm = require('vm');
-    const html = fs.readFileSync(process.argv[1], 'utf8');
+    const html = fs.readFileSync(process.argv[2], 'utf8');
     const ctx = {console, setTimeout, clearTimeout, Promise, URL, TextEncoder, TextDecoder};
     ctx.self = ctx; ctx.globalThis = ctx;
     vm.createContext(ctx);

@@ -9,7 +9,8 @@ Soft targets (``penalty > 0``)::
 
     minimise   penalty * KL(w || w0) / sum(w0) + sum_j ((a_j^T w - t_j) / d_j)^2
 
-with ``d_j = |t_j|`` (relative error), bounds as above.
+with ``d_j = t_j`` (relative error) or, for a zero target, the prior's absolute column
+total ``sum_i |a_ij| w0_i`` (a zero target has no scale of its own); bounds as above.
 
 Both are solved by damped (semismooth) Newton on the dual, which has one variable per
 target: the weights are ``w_i(lam) = clip(w0_i * exp(a_i . lam), lower_i, upper_i)``,
@@ -38,7 +39,6 @@ __all__ = ["CalibrationResult", "calibrate", "kl_divergence"]
 
 _RIDGE_MIN = 1e-10  # relative Levenberg ridge: keeps redundant targets solvable
 _RIDGE_MAX = 1e6
-_Z_DIVERGED = 700.0  # |a_i . lam| beyond this means weight ratios of e^700: the dual diverges
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,9 +126,7 @@ def _column_range(A, lower, upper):
 def _validate(matrix, targets, prior, penalty, cap, bounds, tol, max_iter, target_names):
     """Check the inputs; return (A, t, w0, lower, upper, names). Raise CalibrationError."""
     if sp.issparse(matrix):
-        A = sp.csr_array(matrix, dtype=float)
-        if A is matrix or A.data is getattr(matrix, "data", None):
-            A = A.copy()  # canonicalising below must not modify the caller's matrix
+        A = sp.csr_array(matrix, dtype=float, copy=True)  # canonicalising below is in place
         A.sum_duplicates()
         A.eliminate_zeros()
         if A.nnz < 2**31 - 1 and max(A.shape) < 2**31 - 1:  # int32 indices: faster products
@@ -235,21 +233,17 @@ class _Dual:
             self.zlo = np.log(lower / w0)  # -inf where lower == 0
             self.zhi = np.log(upper / w0)  # +inf where uncapped
 
-    def weights(self, lam):
+    def value(self, lam):
+        """g(lam) = sum_i phi_i(a_i . lam) - lam . c + ridge/2 |lam|^2 (min g = -optimum),
+        with z = A lam_orig and the weights w(lam)."""
         z = self.A @ (lam / self.d)
         zc = np.clip(z, self.zlo, self.zhi)
-        with np.errstate(over="ignore"):
-            w = self.w0 * np.exp(zc)
-        return z, zc, w
-
-    def value(self, lam):
-        """g(lam) = sum_i phi_i(a_i . lam) - lam . c + ridge/2 |lam|^2; min g = -optimum."""
-        z, zc, w = self.weights(lam)
         with np.errstate(over="ignore", invalid="ignore"):
+            w = self.w0 * np.exp(zc)
             # phi_i = sup_{l<=w<=u} w z - KL_i(w); expm1 keeps w - w0 accurate near the prior
             phi = np.sum(self.w0 * np.expm1(zc)) + np.sum(w * (z - zc))
         g = phi - lam @ self.c + 0.5 * self.ridge * (lam @ lam)
-        return (g if np.isfinite(g) else np.inf), z, zc, w
+        return (g if np.isfinite(g) else np.inf), z, w
 
     def grad(self, lam, w):
         return self.At @ w / self.d - self.c + self.ridge * lam
@@ -261,19 +255,23 @@ class _Dual:
         a_i . p), grows linearly with slope upper_i * a_i . p where a_i . p > 0 and capped,
         and exponentially where a_i . p > 0 uncapped. So with no uncapped record rising and
         a negative asymptotic slope the dual is unbounded: a Farkas certificate that the
-        hard targets are infeasible. Entries within rounding of zero count as zero.
+        hard targets are infeasible. Changes of a_i . p below 1e-9 of the step's largest
+        possible change count as zero: along such a ray the objective falls by many orders
+        of magnitude before those weights move, so the targets are contradictory at least
+        to working precision (a near-singular system with inconsistent targets).
         """
         q = p / self.d
         dz = self.A @ q
         if self._absA is None:
             self._absA = abs(self.A)
-        noise = 1e-9 * (self._absA @ np.abs(q))
+        noise = 1e-9 * np.max(self._absA @ np.abs(q), initial=0.0)
         up, down = dz > noise, dz < -noise
         if np.any(up & np.isinf(self.upper)):
             return False
         terms = np.concatenate([self.upper[up] * dz[up], self.lower[down] * dz[down]])
         slope = terms.sum() - p @ self.c
-        return slope < -1e-9 * (np.abs(terms).sum() + np.abs(p) @ np.abs(self.c))
+        # |c_j| <= 1; the step's full size (zero targets included) sets the rounding scale
+        return slope < -1e-9 * (np.abs(terms).sum() + np.abs(p).sum())
 
     def hess(self, w, free):
         """Scaled dual Hessian D^-1 A^T diag(w_free) A D^-1 + ridge I, and the same with
@@ -363,7 +361,7 @@ def calibrate(matrix, targets, prior, *, penalty=None, cap=None, bounds=None, to
         kl_max = float(np.sum(np.maximum(_kl_terms(lower[rows], p0), _kl_terms(upper[rows], p0))))
 
     lam = np.zeros(cols.sum())
-    g, z, zc, w = dual.value(lam)
+    g, z, w = dual.value(lam)
     rho, nit, reason = _RIDGE_MIN, 0, ""
     while True:
         grad = dual.grad(lam, w)
@@ -376,9 +374,6 @@ def calibrate(matrix, targets, prior, *, penalty=None, cap=None, bounds=None, to
         if penalty is None and -g > kl_max * (1 + 1e-9) + 1e-12 * w0.sum():
             reason = (f"dual objective {-g:.6g} exceeds the largest KL any weights within "
                       f"the bounds can have ({kl_max:.6g}), which proves the targets infeasible")
-            break
-        if np.max(np.abs(z), initial=0.0) > _Z_DIVERGED:
-            reason = "the dual diverged (multipliers growing without bound)"
             break
         nit += 1
         free = (z > dual.zlo) & (z < dual.zhi)
@@ -393,7 +388,7 @@ def calibrate(matrix, targets, prior, *, penalty=None, cap=None, bounds=None, to
             slope = grad @ p
             alpha, accepted = 1.0, False
             for _ in range(60):  # Armijo backtracking
-                g_new, z_new, zc_new, w_new = dual.value(lam + alpha * p)
+                g_new, z_new, w_new = dual.value(lam + alpha * p)
                 if g_new <= g + 1e-4 * alpha * slope + slack:
                     accepted = True
                     break
@@ -402,9 +397,10 @@ def calibrate(matrix, targets, prior, *, penalty=None, cap=None, bounds=None, to
                 break
             rho *= 100
         if unbounded:
-            top = np.flatnonzero(cols)[np.argsort(-np.abs(p))[:5]]
+            order = np.argsort(-np.abs(p))[:5]
+            top = np.flatnonzero(cols)[order[np.abs(p[order]) > 1e-3 * np.abs(p).max()]]
             reason = ("the targets are contradictory: the dual objective decreases without "
-                      "bound, which proves no weights within the bounds meet them all "
+                      "bound, so no weights within the bounds meet them all "
                       "(targets involved: " + ", ".join(
                           repr(names[j]) if names is not None else f"column {j}"
                           for j in top) + ")")
@@ -414,7 +410,7 @@ def calibrate(matrix, targets, prior, *, penalty=None, cap=None, bounds=None, to
             break
         rho = max(rho / 10, _RIDGE_MIN) if alpha == 1.0 else rho
         lam = lam + alpha * p
-        g, z, zc, w = g_new, z_new, zc_new, w_new
+        g, z, w = g_new, z_new, w_new
 
     weights = np.zeros(N)
     weights[rows] = w

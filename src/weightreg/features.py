@@ -102,6 +102,8 @@ __all__ = [
     "valid_rows",
     "build",
     "modelled_columns",
+    "person_slots",
+    "feature_columns_by_slot",
     "NONE",
     "ADULT_AGE",
     "HEAD_MIN_AGE",
@@ -922,68 +924,30 @@ def extract(survey: Survey, spec: FeatureSpec | None = None) -> Extraction:
 
     P, B, H = survey.person, survey.benunit, survey.household
     A, C = spec.max_adults, spec.max_children
-    n_h, n_p, n_b = len(H), len(P), len(B)
-    ph = survey.person_household_index()
-    pb = survey.person_benunit_index()
-    bh = survey.benunit_household_index()
+    n_h, n_p = len(H), len(P)
+    st = _structure(survey, spec.tracks_married)
+    ph, bh, age, is_adult, is_child, head = st.ph, st.bh, st.age, st.is_adult, st.is_child, st.head
+    sa, sh, sb, slot, new_unit, unit_rank = st.sa, st.sh, st.sb, st.slot, st.new_unit, st.unit_rank
+    unit_adults, unit_kind = st.unit_adults, st.unit_kind
     reasons = _Reasons(n_h)
 
     def per_household(person_mask) -> np.ndarray:
         return np.bincount(ph[np.asarray(person_mask, bool)], minlength=n_h) > 0
 
-    age = _as_float(P["age"])
     reasons.add("missing_age", per_household(~np.isfinite(age)))
-    is_adult = age >= ADULT_AGE  # NaN ages count as children; the household is flagged above
-    is_child = ~is_adult
     n_adults = np.bincount(ph, weights=is_adult, minlength=n_h).astype(np.int64)
     n_children = np.bincount(ph, weights=is_child, minlength=n_h).astype(np.int64)
-    head = survey.household_head_index()
-    is_head = np.zeros(n_p, dtype=bool)
-    is_head[head] = True
-    in_head_unit = pb == pb[head][ph]
-
     reasons.add("no_adult", n_adults == 0)
     reasons.add("too_many_adults", n_adults > A)
     reasons.add("too_many_children", n_children > C)
     reasons.add("head_is_child", (n_adults > 0) & ~is_adult[head])
-    reasons.add("child_outside_head_benunit", per_household(is_child & ~in_head_unit))
-
-    # Benefit units: adults per unit, married flag, kind code (1 single, 2 couple, 3 cohabiting).
-    unit_adults = np.bincount(pb, weights=is_adult, minlength=n_b).astype(np.int64)
-    unit_households = bh[unit_adults > 2]
-    reasons.add("benunit_over_two_adults", np.bincount(unit_households, minlength=n_h) > 0)
+    reasons.add("child_outside_head_benunit", per_household(is_child & ~st.in_head_unit))
+    reasons.add("benunit_over_two_adults", np.bincount(bh[unit_adults > 2], minlength=n_h) > 0)
     if spec.tracks_married:
-        married_raw = _as_float(B["is_married"])
         has_adult = unit_adults > 0
-        reasons.add("missing_is_married", np.bincount(bh[has_adult & ~np.isfinite(married_raw)], minlength=n_h) > 0)
-        married = married_raw == 1
-        reasons.add("married_single_benunit", np.bincount(bh[(unit_adults == 1) & married], minlength=n_h) > 0)
-        pair_kind = np.where(married, _KIND_CODE["couple"], _KIND_CODE["cohabiting"])
-    else:
-        pair_kind = np.full(n_b, _KIND_CODE["couple"])
-    unit_kind = np.where(unit_adults == 1, _KIND_CODE["single"], np.where(unit_adults == 2, pair_kind, 0))
-
-    # Adult slot order: head; the head's partner; then the others grouped by unit (couples first,
-    # married before cohabiting, units by first member), each unit's flagged head first.
-    adults = np.flatnonzero(is_adult)
-    a_h, a_b = ph[adults], pb[adults]
-    group = np.where(is_head[adults], 0, np.where(in_head_unit[adults], 1, 2))
-    unit_first = np.full(n_b, n_p, dtype=np.int64)
-    np.minimum.at(unit_first, a_b, adults)
-    if "is_benunit_head" in P.columns:
-        unit_head_flag = _as_float(P["is_benunit_head"]) == 1
-    else:
-        unit_head_flag = np.zeros(n_p, dtype=bool)
-    order = np.lexsort(
-        (adults, ~unit_head_flag[adults], unit_first[a_b], unit_kind[a_b], -unit_adults[a_b], group, a_h)
-    )
-    sa, sh, sb = adults[order], a_h[order], a_b[order]
-    starts = _group_starts(sh)
-    slot = np.arange(len(sa)) - starts
-    new_unit = np.ones(len(sa), dtype=bool)
-    new_unit[1:] = (sb[1:] != sb[:-1]) | (sh[1:] != sh[:-1])
-    cum = np.cumsum(new_unit)
-    unit_rank = cum - cum[starts] if len(sa) else cum  # 0-based unit slot within the household
+        reasons.add("missing_is_married", np.bincount(bh[has_adult & ~np.isfinite(st.married_raw)], minlength=n_h) > 0)
+        married_single = (unit_adults == 1) & (st.married_raw == 1)
+        reasons.add("married_single_benunit", np.bincount(bh[married_single], minlength=n_h) > 0)
 
     # Layout code, as _layout_table computes it: sum of kind * 4**k over units k in slot order.
     firsts = new_unit & (unit_rank < A)
@@ -999,14 +963,15 @@ def extract(survey: Survey, spec: FeatureSpec | None = None) -> Extraction:
     # Structural flags must be exactly what build() would write, or the round trip breaks.
     if "is_household_head" in P.columns:
         flag = _as_float(P["is_household_head"]) == 1
-        reasons.add("household_head_flag_mismatch", per_household(flag != is_head))
+        reasons.add("household_head_flag_mismatch", per_household(flag != st.is_head))
     if "is_benunit_head" in P.columns:
         expected = np.zeros(n_p, dtype=bool)
         expected[sa[new_unit]] = True
-        reasons.add("benunit_head_flag_mismatch", per_household(unit_head_flag != expected))
+        reasons.add("benunit_head_flag_mismatch", per_household(st.unit_head_flag != expected))
 
     # Children carry nothing but age and gender.
     children = np.flatnonzero(is_child)
+    c_sorted, c_h, c_slot = st.c_sorted, st.c_h, st.c_slot
     for f in ADULT_AMOUNTS + ADULT_FLAGS:
         if f in spec.person_columns:
             x = _as_float(P[f])[children]
@@ -1035,9 +1000,6 @@ def extract(survey: Survey, spec: FeatureSpec | None = None) -> Extraction:
             m = new_unit & (unit_rank == k)
             col[sh[m]] = values[sb[m]]
             raw[f"bu{k + 1}_{f}"] = col
-    c_sorted = children[np.argsort(ph[children], kind="stable")]
-    c_h = ph[c_sorted]
-    c_slot = np.arange(len(c_sorted)) - _group_starts(c_h)
     for f in spec.child_features:
         values = _as_str(P[f]) if f == "gender" else age
         for j in range(C):
@@ -1073,3 +1035,119 @@ def extract(survey: Survey, spec: FeatureSpec | None = None) -> Extraction:
     )
     return Extraction(features, eligible, ineligible, spec, total)
 
+
+@dataclass
+class _Structure:
+    """Index maps and slot order of a survey's persons (see the module docstring for the order)."""
+
+    ph: np.ndarray  # person -> household position
+    pb: np.ndarray  # person -> benefit-unit position
+    bh: np.ndarray  # benefit unit -> household position
+    age: np.ndarray
+    is_adult: np.ndarray
+    is_child: np.ndarray
+    head: np.ndarray  # household -> head's person position
+    is_head: np.ndarray
+    in_head_unit: np.ndarray
+    unit_head_flag: np.ndarray  # is_benunit_head as the survey holds it (False without the column)
+    married_raw: np.ndarray | None  # is_married per unit as float (None when not tracked)
+    unit_adults: np.ndarray
+    unit_kind: np.ndarray  # 1 single, 2 couple, 3 cohabiting, 0 none (no adult or over two)
+    sa: np.ndarray  # adults' person positions in slot order (households in order)
+    sh: np.ndarray  # their household positions
+    sb: np.ndarray  # their benefit-unit positions
+    slot: np.ndarray  # 0-based adult slot
+    new_unit: np.ndarray  # the adult is the first of its unit in slot order
+    unit_rank: np.ndarray  # 0-based unit slot of the adult's unit
+    c_sorted: np.ndarray  # children's person positions, households in order, person order within
+    c_h: np.ndarray
+    c_slot: np.ndarray  # 0-based child slot
+
+
+def _structure(survey: Survey, tracks_married: bool) -> _Structure:
+    P, B = survey.person, survey.benunit
+    n_p, n_b = len(P), len(B)
+    ph = survey.person_household_index()
+    pb = survey.person_benunit_index()
+    bh = survey.benunit_household_index()
+    age = _as_float(P["age"])
+    is_adult = age >= ADULT_AGE  # NaN ages count as children (extract flags them)
+    is_child = ~is_adult
+    head = survey.household_head_index()
+    is_head = np.zeros(n_p, dtype=bool)
+    is_head[head] = True
+    in_head_unit = pb == pb[head][ph]
+    unit_adults = np.bincount(pb, weights=is_adult, minlength=n_b).astype(np.int64)
+    married_raw = None
+    if tracks_married and "is_married" in B.columns:
+        married_raw = _as_float(B["is_married"])
+        pair_kind = np.where(married_raw == 1, _KIND_CODE["couple"], _KIND_CODE["cohabiting"])
+    else:
+        pair_kind = np.full(n_b, _KIND_CODE["couple"])
+    unit_kind = np.where(unit_adults == 1, _KIND_CODE["single"], np.where(unit_adults == 2, pair_kind, 0))
+    if "is_benunit_head" in P.columns:
+        unit_head_flag = _as_float(P["is_benunit_head"]) == 1
+    else:
+        unit_head_flag = np.zeros(n_p, dtype=bool)
+
+    # Adult slot order: head; the head's partner; then the others grouped by unit (couples first,
+    # married before cohabiting, units by first member), each unit's flagged head first.
+    adults = np.flatnonzero(is_adult)
+    a_h, a_b = ph[adults], pb[adults]
+    group = np.where(is_head[adults], 0, np.where(in_head_unit[adults], 1, 2))
+    unit_first = np.full(n_b, n_p, dtype=np.int64)
+    np.minimum.at(unit_first, a_b, adults)
+    order = np.lexsort(
+        (adults, ~unit_head_flag[adults], unit_first[a_b], unit_kind[a_b], -unit_adults[a_b], group, a_h)
+    )
+    sa, sh, sb = adults[order], a_h[order], a_b[order]
+    starts = _group_starts(sh)
+    slot = np.arange(len(sa)) - starts
+    new_unit = np.ones(len(sa), dtype=bool)
+    new_unit[1:] = (sb[1:] != sb[:-1]) | (sh[1:] != sh[:-1])
+    cum = np.cumsum(new_unit)
+    unit_rank = cum - cum[starts] if len(sa) else cum
+
+    children = np.flatnonzero(is_child)
+    c_sorted = children[np.argsort(ph[children], kind="stable")]
+    c_h = ph[c_sorted]
+    c_slot = np.arange(len(c_sorted)) - _group_starts(c_h)
+    return _Structure(
+        ph, pb, bh, age, is_adult, is_child, head, is_head, in_head_unit, unit_head_flag, married_raw,
+        unit_adults, unit_kind, sa, sh, sb, slot, new_unit, unit_rank, c_sorted, c_h, c_slot,
+    )
+
+
+def person_slots(survey: Survey, spec: FeatureSpec | None = None) -> np.ndarray:
+    """Each person's slot name (``"adult1"``, ``"adult2"``, ..., ``"child1"``, ...), in person-table order.
+
+    The order :func:`extract` uses; for a survey :func:`build` made, slot ``adult{i}`` / ``child{j}``
+    is the person built from that slot. Households beyond the spec's limits still get slots
+    (``adult4``, ...), which no feature column names.
+
+    Args:
+        survey: any survey with an ``age`` column.
+        spec: decides whether married and cohabiting couples are told apart (which orders the
+            units of households with four or more adults); default: whether ``survey`` has
+            ``is_married``.
+    """
+    if "age" not in survey.person.columns:
+        raise FeatureError("person table lacks 'age', which tells adults from children; add it first")
+    tracks = spec.tracks_married if spec is not None else "is_married" in survey.benunit.columns
+    st = _structure(survey, tracks)
+    out = np.full(len(survey.person), "", dtype=object)
+    out[st.sa] = ("adult" + pd.Series(st.slot + 1).astype(str)).to_numpy(dtype=object)
+    out[st.c_sorted] = ("child" + pd.Series(st.c_slot + 1).astype(str)).to_numpy(dtype=object)
+    return out
+
+
+def feature_columns_by_slot(spec: FeatureSpec) -> dict[str, list[str]]:
+    """The row columns of each slot: ``{"adult1": [...], ..., "bu1": [...], ..., "child1": [...]}``."""
+    out: dict[str, list[str]] = {}
+    for i in range(1, spec.max_adults + 1):
+        out[f"adult{i}"] = [f"adult{i}_{f}" for f in spec.adult_features]
+    for k in range(1, spec.max_adults + 1):
+        out[f"bu{k}"] = [f"bu{k}_{f}" for f in spec.benunit_features]
+    for j in range(1, spec.max_children + 1):
+        out[f"child{j}"] = [f"child{j}_{f}" for f in spec.child_features]
+    return out

@@ -10,7 +10,8 @@ final weights), ``trimmed`` (capped), ``raked`` (the recalibrated final weights)
 ``plots/diagnose/weight_quantiles.csv``
     ``quantile``, ``weight``: the unweighted quantiles of the household weights (each household
     counts once) on the fixed grid :data:`QUANTILE_GRID` = 0, 0.01, ..., 0.99, 0.999, 1 (102 rows,
-    ``numpy.quantile``'s default linear method). :func:`quantile_table` builds it.
+    ``numpy.quantile``'s default linear method). :func:`quantile_table` builds it. The figure plots
+    whatever ``quantile`` values the file holds, so extra grid points draw correctly too.
 ``plots/diagnose/ess_by_slice.csv``
     ``dimension``, ``cell``, ``n_records``, ``ess``, ``weight_total``: Kish ESS of every slice cell
     (``weightreg.diagnose.Diagnosis.ess_by_slice`` as is). A ``dimension`` of ``all`` is the whole
@@ -93,6 +94,10 @@ _NO_CELL = "(none)"  # weightreg.diagnose.NO_CELL: records in no cell (ESS 0 by 
 
 class PlotInputError(WeightregError, ValueError):
     """A ``plots/<stage>/*.csv`` file that exists but does not follow the CSV contract."""
+
+
+class _NothingToDraw(Exception):
+    """Raised by a drawer whose inputs exist but hold nothing it can show (the figure is skipped)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,6 +197,9 @@ def heatmap_table(influence, household_id, statistic, *, n_records: int = 20, n_
 # Reading inputs
 # --------------------------------------------------------------------------------------------
 
+_TRACE_COLUMNS = ("iteration", "records_above", "max_influence", "ess", "max_rel_target_error", "households_added",
+                  "households")
+
 #: path under plots_dir -> (required columns, of which numeric)
 SCHEMAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "diagnose/weight_quantiles.csv": (("quantile", "weight"), ("quantile", "weight")),
@@ -206,10 +214,7 @@ SCHEMAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "diagnose/influence_scatter.csv": (("household_id", "weight", "max_influence"), ("weight", "max_influence")),
     "diagnose/influence_heatmap.csv": (("household_id", "statistic", "influence"), ("influence",)),
     "train_generator/loss.csv": (("epoch", "loss"), ("epoch", "loss")),
-    "adversarial_loop/trace.csv": (
-        ("iteration", "records_above", "max_influence", "ess", "max_rel_target_error", "households_added", "households"),
-        ("iteration", "records_above", "max_influence", "ess", "max_rel_target_error", "households_added", "households"),
-    ),
+    "adversarial_loop/trace.csv": (_TRACE_COLUMNS, _TRACE_COLUMNS),
     "recalibrate/weight_quantiles.csv": (("quantile", "before", "after"), ("quantile", "before", "after")),
     "recalibrate/top_multipliers.csv": (("target", "multiplier"), ("multiplier",)),
     "evaluate/truth_error.csv": (
@@ -276,14 +281,19 @@ def _ordered(values, preferred=()) -> list:
     return [v for v in preferred if v in seen] + [v for v in seen if v not in preferred]
 
 
-def _log_if_positive(ax, axis: str, values) -> None:
+def _log_if_positive(ax, axis: str, values, nonpositive: str = "mask") -> None:
+    # Bars need "clip": they start at 0, and "mask" would drop every bar on a log axis.
     values = np.asarray(values, dtype=float)
     if np.any(values > 0):
-        (ax.set_xscale if axis == "x" else ax.set_yscale)("log", nonpositive="mask")
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log", nonpositive=nonpositive)
 
 
-def _short(label: str, width: int = 38) -> str:
-    return label if len(label) <= width else label[: width - 1] + "\u2026"
+def _short(label: str, width: int = 40) -> str:
+    # Cut the middle: statistic names start with the metric and end with baseline/reform k.
+    if len(label) <= width:
+        return label
+    tail = (width - 1) // 3
+    return label[: width - 1 - tail] + "\u2026" + label[len(label) - tail:]
 
 
 def _fig_weight_distribution(data: dict, threshold):
@@ -325,7 +335,13 @@ def _fig_ess_by_slice(data: dict, threshold):
     long = pd.concat(parts, ignore_index=True)
     long = long[long["cell"] != _NO_CELL]
     overall = long[long["dimension"] == _DIAGNOSE_ALL].groupby("weights", sort=False)["ess"].first()
+    if diag is not None and "original" not in overall.index:  # e.g. ess_compare has no "all" rows
+        whole = diag.loc[diag["dimension"] == _DIAGNOSE_ALL, "ess"]
+        if len(whole):
+            overall["original"] = whole.iloc[0]
     long = long[long["dimension"] != _DIAGNOSE_ALL]
+    if long.empty:
+        raise _NothingToDraw("no slice cells (only 'all' and '(none)' rows)")
     kinds = _ordered(long["weights"], WEIGHT_KINDS)
     dims = _ordered(long["dimension"])
     fig = _new_figure(11, 0.6 + 2.7 * max(len(dims), 1))
@@ -344,7 +360,7 @@ def _fig_ess_by_slice(data: dict, threshold):
         for level, style in zip(ESS_LINES, (":", "--")):
             ax.axhline(level, color="0.3", linestyle=style, linewidth=1,
                        label=f"ESS {level:g}" if ax is axes[0] else None)
-        _log_if_positive(ax, "y", sub["ess"])
+        _log_if_positive(ax, "y", sub["ess"], nonpositive="clip")
         ax.set_xticks(x, [_short(str(c), 18) for c in cells],
                       rotation=30 if len(cells) > 8 else 0, ha="right" if len(cells) > 8 else "center",
                       fontsize="small")
@@ -365,17 +381,16 @@ def _fig_influence_heatmap(data: dict, threshold):
     fig = _new_figure(max(6.0, 1.8 + 0.32 * len(cols)), max(3.5, 2.8 + 0.26 * len(rows)))
     ax = fig.subplots()
     image = ax.imshow(values, aspect="auto", cmap="viridis", interpolation="nearest")
+    title = "Influence of the top households on the top statistics"
     if threshold is not None:
         r, c = np.nonzero(values.filled(-np.inf) > threshold)
-        ax.scatter(c, r, marker="s", s=30, facecolors="none", edgecolors="red", linewidths=1.0,
-                   label=f"> threshold {threshold:g}")
-        if r.size:
-            ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.02), fontsize="small", frameon=False)
+        ax.scatter(c, r, marker="s", s=30, facecolors="none", edgecolors="red", linewidths=1.0)
+        title += f"\n(red squares: influence above the threshold {threshold:g})"
     ax.set_xticks(np.arange(len(cols)), [_short(str(c)) for c in cols], rotation=90, fontsize="x-small")
     ax.set_yticks(np.arange(len(rows)), [str(r) for r in rows], fontsize="x-small")
     ax.set_xlabel("statistic")
     ax.set_ylabel("household_id")
-    ax.set_title("Influence of the top households on the top statistics")
+    ax.set_title(title, fontsize="medium")
     fig.colorbar(image, ax=ax, label="influence (share of the statistic's |mass|)")
     return fig
 
@@ -396,9 +411,9 @@ def _fig_influence_scatter(data: dict, threshold):
     if top is not None and len(top):
         lead = top.sort_values("max_influence", ascending=False, kind="stable").head(5)
         ax.scatter(lead["weight"], lead["max_influence"], s=40, facecolors="none", edgecolors="k", linewidths=1)
-        for row in lead.itertuples(index=False):
-            if row.weight > 0 and row.max_influence > 0:
-                ax.annotate(str(row.household_id), (row.weight, row.max_influence), xytext=(4, 4),
+        for i, row in enumerate(lead.itertuples(index=False)):
+            if row.weight > 0 and row.max_influence > 0:  # staggered: top offenders often share a y
+                ax.annotate(str(row.household_id), (row.weight, row.max_influence), xytext=(4, 4 - 9 * (i % 3)),
                             textcoords="offset points", fontsize="x-small")
     _log_if_positive(ax, "x", w)
     _log_if_positive(ax, "y", infl)
@@ -493,7 +508,9 @@ def _fig_top_multipliers(data: dict, threshold):
     m = mult["multiplier"].to_numpy()
     ax.barh(y, m - 1.0, left=1.0, color=np.where(m >= 1.0, "C0", "C1"))  # bars grow from 1 (no change)
     ax.axvline(1.0, color="0.3", linewidth=1)
-    _log_if_positive(ax, "x", m)
+    positive = m[m > 0]
+    if positive.size and positive.max() / positive.min() > 10:  # a log axis only when a linear one would squash
+        _log_if_positive(ax, "x", m, nonpositive="clip")
     ax.set_yticks(y, [_short(t, 48) for t in mult["target"]], fontsize="x-small")
     ax.invert_yaxis()  # the file's first row on top
     ax.set_xlabel("calibration multiplier exp(lambda)")
@@ -552,7 +569,8 @@ def _save_png(fig, path: Path, dpi: int) -> None:
         fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
 
 
-def render_all(plots_dir="plots", out_dir="plots/plot", *, threshold: float | None = None, dpi: int = 100) -> Rendered:
+def render_all(plots_dir="plots", out_dir="plots/plot", *, threshold: float | None = None, dpi: int = 100,
+               figures=None) -> Rendered:
     """Draw every figure of :data:`FIGURES` whose inputs exist under ``plots_dir``.
 
     Missing inputs are not an error: the figure is skipped, logged, and listed in the result, and a
@@ -564,6 +582,7 @@ def render_all(plots_dir="plots", out_dir="plots/plot", *, threshold: float | No
         threshold: the influence threshold (``params.yaml: threshold``), drawn as a line and used
             to colour records; None draws no threshold.
         dpi: resolution of the PNGs.
+        figures: names from :data:`FIGURES` to draw (default: all); only their inputs are read.
 
     Returns:
         The PNG paths written, in :data:`FIGURES` order, with ``.missing`` and ``.skipped``.
@@ -575,9 +594,14 @@ def render_all(plots_dir="plots", out_dir="plots/plot", *, threshold: float | No
     import matplotlib.style
 
     plots_dir, out_dir = Path(plots_dir), Path(out_dir)
+    names = list(FIGURES) if figures is None else list(figures)
+    unknown = [n for n in names if n not in FIGURES]
+    if unknown:
+        raise ValueError(f"render_all: unknown figure(s) {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
+    wanted = {r for n in names for r in (*FIGURES[n].inputs, *FIGURES[n].optional)}
     data: dict[str, pd.DataFrame] = {}
     missing: set[Path] = set()
-    for relative in SCHEMAS:
+    for relative in (r for r in SCHEMAS if r in wanted):
         path = plots_dir / relative
         if path.is_file():
             data[relative] = read_input(path, relative)
@@ -587,7 +611,8 @@ def render_all(plots_dir="plots", out_dir="plots/plot", *, threshold: float | No
     # The default style, whatever the user's matplotlibrc says: the same data draws the same
     # bytes on every machine with the same matplotlib (the context restores the globals after).
     with matplotlib.style.context("default"):
-        for name, spec in FIGURES.items():
+        for name in names:
+            spec = FIGURES[name]
             have = [r for r in spec.inputs if r in data]
             absent = [r for r in spec.inputs if r not in data]
             empty = [r for r in have if data[r].empty]
@@ -599,7 +624,13 @@ def render_all(plots_dir="plots", out_dir="plots/plot", *, threshold: float | No
                 (out_dir / name).unlink(missing_ok=True)
                 continue
             usable = {r: data[r] for r in (*spec.inputs, *spec.optional) if r in data and not data[r].empty}
-            fig = spec.draw(usable, threshold)
+            try:
+                fig = spec.draw(usable, threshold)
+            except _NothingToDraw as exc:
+                skipped[name] = str(exc)
+                logger.warning("plot %s skipped: %s", name, exc)
+                (out_dir / name).unlink(missing_ok=True)
+                continue
             _save_png(fig, out_dir / name, dpi)
             written.append(out_dir / name)
             if absent:
@@ -608,12 +639,13 @@ def render_all(plots_dir="plots", out_dir="plots/plot", *, threshold: float | No
 
 
 def main(argv=None) -> int:
-    """``python -m weightreg.plots [--plots-dir plots] [--out-dir plots/plot] [--params params.yaml]``."""
+    """``python -m weightreg.plots [--plots-dir DIR] [--out-dir DIR] [--params FILE] [--figure NAME ...]``."""
     parser = argparse.ArgumentParser(prog="python -m weightreg.plots", description=__doc__.splitlines()[0])
     parser.add_argument("--plots-dir", default="plots", help="folder with <stage>/*.csv (default: plots)")
     parser.add_argument("--out-dir", default="plots/plot", help="where the PNGs go (default: plots/plot)")
     parser.add_argument("--params", default="params.yaml", help="params file for 'threshold' (default: params.yaml)")
     parser.add_argument("--threshold", type=float, default=None, help="influence threshold (overrides --params)")
+    parser.add_argument("--figure", action="append", choices=list(FIGURES), help="draw only this figure (repeatable)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     threshold = args.threshold
@@ -621,7 +653,7 @@ def main(argv=None) -> int:
         from .params import get, load_params
 
         threshold = get(load_params(args.params), "threshold", None)
-    rendered = render_all(args.plots_dir, args.out_dir, threshold=threshold)
+    rendered = render_all(args.plots_dir, args.out_dir, threshold=threshold, figures=args.figure)
     for path in rendered:
         print(path)
     return 0

@@ -92,7 +92,17 @@ DEFAULT_PARAMS: dict = {
     # Calibration (Adam on log-weights, as PolicyEngine UK's reweighting).
     "calibration_steps": 1_000,
     "learning_rate": 0.1,
-    "dropout_rate": 0.05,  # PolicyEngine's weight dropout (a share of log-weights set to their mean)
+    "dropout_rate": 0.0,  # PolicyEngine's weight dropout (a share of log-weights set to their mean)
+    # Survey misreporting of benefits (the FRS's well-documented under-reporting): a receiving
+    # unit reports its benefit with probability report_rate, and then a uniform share in
+    # [amount_share_min, 1] of the amount. Only the survey's *_reported benefit columns are
+    # affected; the simulator does not read them, so simulated incomes stay exact.
+    "misreporting": {
+        "universal_credit": {"report_rate": 0.8, "amount_share_min": 0.3},
+        "pension_credit": {"report_rate": 0.6, "amount_share_min": 0.2},
+        "housing_benefit": {"report_rate": 0.7, "amount_share_min": 0.2},
+        "child_benefit": {"report_rate": 0.95, "amount_share_min": 0.9},
+    },
 }
 
 #: Households by region (ONS household estimates, UK, rounded shares), in REGIONS order.
@@ -186,6 +196,9 @@ def _params(params: Mapping | None) -> dict:
     params = dict(params or {})
     params.pop("_path", None)
     unknown = sorted(set(params) - set(DEFAULT_PARAMS))
+    if "misreporting" in params and params["misreporting"] is not None and isinstance(params["misreporting"], Mapping):
+        # Benefits not named keep their defaults.
+        params["misreporting"] = {**DEFAULT_PARAMS["misreporting"], **params["misreporting"]}
     if unknown:
         raise ParameterError(
             f"unknown world param(s) {unknown}; known: {sorted(DEFAULT_PARAMS)} (params.yaml section 'world')"
@@ -220,7 +233,29 @@ def _params(params: Mapping | None) -> dict:
             f"'population_households' = {p['population_households']}; lower it or grow the population"
         )
     p["time_period"] = str(p["time_period"])
+    p["misreporting"] = _misreporting(p["misreporting"])
     return p
+
+
+def _misreporting(spec) -> dict:
+    if not isinstance(spec, Mapping):
+        raise ParameterError(f"world param 'misreporting' must be a mapping of benefit -> settings, got {spec!r}")
+    unknown = sorted(set(spec) - set(_REPORTED_BENEFITS))
+    if unknown:
+        raise ParameterError(
+            f"world param 'misreporting' names unknown benefit(s) {unknown}; known: {sorted(_REPORTED_BENEFITS)}")
+    out = {}
+    for benefit in _REPORTED_BENEFITS:
+        given = spec.get(benefit, {}) or {}
+        if not isinstance(given, Mapping) or set(given) - {"report_rate", "amount_share_min"}:
+            raise ParameterError(
+                f"world param 'misreporting.{benefit}' = {given!r}: expected keys report_rate, amount_share_min")
+        settings = {"report_rate": 1.0, "amount_share_min": 1.0, **given}
+        for key, v in settings.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                raise ParameterError(f"world param 'misreporting.{benefit}.{key}' = {v!r} must be in [0, 1]")
+        out[benefit] = {k: float(v) for k, v in settings.items()}
+    return out
 
 
 # ---- small helpers -----------------------------------------------------------------------------
@@ -567,6 +602,23 @@ def response_propensity(population: Survey, params: Mapping) -> np.ndarray:
     return r
 
 
+def misreport(survey: Survey, params: Mapping, rng: np.random.Generator) -> Survey:
+    """A copy of ``survey`` whose reported benefits are under-reported as the survey's
+    respondents do (see ``misreporting`` in :data:`DEFAULT_PARAMS`): each recipient reports
+    with probability ``report_rate``, and then a share uniform in ``[amount_share_min, 1]``."""
+    p = _params(params)
+    person = survey.person.copy()
+    for benefit, col in _REPORTED_BENEFITS.items():
+        if col not in person.columns:
+            continue
+        cfg = p["misreporting"][benefit]
+        x = person[col].to_numpy(dtype=float)
+        reports = rng.random(len(x)) < cfg["report_rate"]
+        share = cfg["amount_share_min"] + (1.0 - cfg["amount_share_min"]) * rng.random(len(x))
+        person[col] = np.where(reports, np.round(x * share, 2), 0.0)
+    return Survey(person, survey.benunit, survey.household, survey.time_period, survey.source)
+
+
 def draw_sample(population: Survey, params: Mapping, rng: np.random.Generator) -> np.ndarray:
     """Bool mask (household order) of the responding sample: exactly ``sample_households``,
     drawn without replacement with probability proportional to the response propensity
@@ -683,6 +735,13 @@ def world_target_spec() -> pd.DataFrame:
             f = f"region={r};{col} in [0.01,inf)"
             add(f"persons/region={r}/{col} in [0.01,inf)", "", "person", "count", f)
             add(f"{col}/region={r}", col, "person", "sum", f"region={r}")
+    # Benefit caseloads and spend by region and family type, as DWP's Stat-Xplore publishes them.
+    for col in _REPORTED_BENEFITS.values():
+        for r in REGIONS:
+            for h in HOUSEHOLD_TYPES:
+                f = f"region={r};household_type={h}"
+                add(f"persons/{f.replace(';', '/')}/{col} in [0.01,inf)", "", "person", "count", f"{f};{col} in [0.01,inf)")
+                add(f"{col}/{f.replace(';', '/')}", col, "person", "sum", f)
     return pd.DataFrame(rows, columns=list(TARGET_COLUMNS))
 
 
@@ -780,13 +839,14 @@ def generate_world(params: Mapping | None = None, rng: np.random.Generator | Non
     """
     p = _params(params)
     rng = np.random.default_rng(p["seed"]) if rng is None else rng
-    pop_rng, sample_rng, enh_rng, cal_rng = rng.spawn(4)
+    pop_rng, sample_rng, enh_rng, cal_rng, report_rng = rng.spawn(5)
     bar = tqdm(total=5, desc="world", disable=not progress, leave=False)
 
     population = add_reported_benefits(generate_population(p, pop_rng))
     bar.update()
 
     sample = population.select_households(draw_sample(population, p, sample_rng))
+    sample = misreport(sample, p, report_rng)
     enh_pos = draw_enhancement(population, p, enh_rng)
     n_pop = population.n_households
     first_id = 10 ** len(str(int(population.household_ids.max())))

@@ -1,0 +1,226 @@
+"""The adversarial loop: detect the worst offenders, spawn offspring, split weight, recalibrate, repeat.
+
+Each round:
+
+1. diagnose the current survey on the reporting surface (baseline and the same random reforms as
+   ``diagnose``); the metrics are re-simulated every round, since new households arrived and, with
+   PolicyEngine, some household values depend on other households' weights;
+2. take up to ``records_per_round`` households above the threshold, worst first, among those the
+   flat representation covers (others are reported, never truncated);
+3. split each one's weight into ``k`` equal pieces, ``k`` from its worst influence
+   (:func:`weightreg.offspring.pieces_needed`), capped at ``max_offspring + 1``: the parent keeps
+   one piece and ``k - 1`` offspring sampled near it (:func:`weightreg.generator.sample_offspring`)
+   take the rest. Total weight is conserved exactly;
+4. recalibrate to the targets with the entropy-regularised solver, prior = the split weights, so
+   the solution stays as close to them as the targets allow;
+
+and stops when no record is above the threshold, when a round makes no progress (neither fewer
+records above the threshold nor a lower maximum influence), or after ``max_rounds``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import features as F
+from .calibrate import calibrate
+from .diagnose import Diagnosis, evaluate_surface, simulate_surface
+from .offspring import pieces_needed, spawn
+from .survey import Survey
+from .targets import build_target_matrix
+
+
+@dataclass
+class LoopResult:
+    """What :func:`regularise_loop` did.
+
+    Attributes:
+        survey: the augmented survey (original households plus offspring, recalibrated weights).
+        success: no record above the threshold on the final diagnosis.
+        message: why the loop stopped, in words.
+        nit: rounds run.
+        trace: one row per diagnosis (round 0 = before any change).
+        before, after: the first and last diagnoses.
+        households_added: offspring households created.
+        max_rel_target_error: after the last recalibration.
+        ineligible_offenders: offenders that could not be parents (beyond the flat layout).
+    """
+
+    survey: Survey
+    success: bool
+    message: str
+    nit: int
+    trace: pd.DataFrame
+    before: Diagnosis
+    after: Diagnosis
+    households_added: int
+    max_rel_target_error: float
+    ineligible_offenders: list = field(default_factory=list)
+
+    def to_metrics(self) -> dict:
+        return {
+            "iterations": int(self.nit),
+            "converged": bool(self.success),
+            "households_added": int(self.households_added),
+            "households_before": int(len(self.before.records)),
+            "households_after": int(len(self.after.records)),
+            "records_above_threshold_before": int(self.before.n_above),
+            "records_above_threshold_after": int(self.after.n_above),
+            "baseline_records_above_threshold_after": int(self.trace["baseline_records_above"].iloc[-1]),
+            "max_influence_before": float(self.before.max_influence),
+            "max_influence_after": float(self.after.max_influence),
+            "ess_before": float(self.before.kish.kish_ess),
+            "ess_after": float(self.after.kish.kish_ess),
+            "max_rel_target_error": float(self.max_rel_target_error),
+            "ineligible_offenders": len(self.ineligible_offenders),
+        }
+
+
+def baseline_only(data):
+    """The same surface without its reforms (to count offenders on the baseline surface alone)."""
+    return dataclasses.replace(data, deltas=np.asarray(data.deltas)[:0], reforms=())
+
+
+def _target_error(survey: Survey, targets: pd.DataFrame) -> float:
+    tm = build_target_matrix(survey, targets)
+    achieved = tm.matrix.T @ survey.weights
+    scale = np.where(tm.values != 0, np.abs(tm.values), 1.0)
+    return float(np.max(np.abs(achieved - tm.values) / scale)) if len(tm.values) else 0.0
+
+
+def regularise_loop(
+    survey: Survey,
+    targets: pd.DataFrame,
+    model,
+    *,
+    reforms,
+    rng: np.random.Generator,
+    threshold: float = 0.05,
+    records_per_round: int = 25,
+    max_rounds: int = 10,
+    max_offspring: int = 20,
+    conditioning_fractions=(0.2, 0.8),
+    penalty=None,
+    tol: float = 1e-8,
+    surface: dict | None = None,
+    progress: bool = False,
+    log=print,
+) -> LoopResult:
+    """Run the adversarial loop on ``survey`` (see the module docstring).
+
+    Args:
+        survey: the starting survey (its weights are the starting weights).
+        targets: the calibration targets (``targets.csv`` rows).
+        model: a trained :class:`weightreg.generator.HouseholdGenerator`.
+        reforms: the random reforms of the surface (the same list ``diagnose`` uses).
+        rng: drives offspring sampling.
+        threshold: influence share above which a record is an offender.
+        records_per_round: offenders handled per round, worst first.
+        max_rounds: rounds at most.
+        max_offspring: offspring per parent at most.
+        conditioning_fractions: range (or list) of the share of the parent's features held fixed.
+        penalty: ``None`` for hard targets in each recalibration, else the soft-target penalty.
+        tol: solver tolerance.
+        surface: keyword arguments of :func:`weightreg.diagnose.simulate_surface` (metrics, dimensions, ...).
+        progress: show progress bars.
+        log: called with one line per round (``None`` for silence).
+    """
+    from .generator import sample_offspring
+
+    surface = dict(surface or {})
+    spec = model.spec
+    rows = []
+    added = 0
+    ineligible: list = []
+    current = survey
+    target_error = _target_error(current, targets)
+    diag = None
+    first = None
+    message = ""
+    success = False
+    nit = 0
+    for round_number in tqdm(range(max_rounds + 1), desc="rounds", disable=not progress):
+        data = simulate_surface(current, reforms=reforms, **surface)
+        diag = evaluate_surface(data, threshold=threshold)
+        first = first or diag
+        row = {
+            "iteration": round_number,
+            "records_above": diag.n_above,
+            "baseline_records_above": evaluate_surface(baseline_only(data), threshold=threshold).n_above,
+            "max_influence": diag.max_influence,
+            "ess": diag.kish.kish_ess,
+            "max_rel_target_error": target_error,
+            "households_added": added,
+            "households": current.n_households,
+        }
+        rows.append(row)
+        if log:
+            log(
+                f"round {round_number}: {diag.n_above} records above {threshold:g} "
+                f"({row['baseline_records_above']} on the baseline), max influence {diag.max_influence:.4f}, "
+                f"ESS {diag.kish.kish_ess:,.0f}, max target error {target_error:.2e}, households added {added}"
+            )
+        if diag.n_above == 0:
+            success, message = True, f"no record above the threshold {threshold:g} after {round_number} round(s)"
+            break
+        if round_number > 0:
+            prev = rows[-2]
+            if row["records_above"] >= prev["records_above"] and row["max_influence"] >= prev["max_influence"]:
+                message = (
+                    f"stopped after round {round_number}: no progress (records above threshold "
+                    f"{prev['records_above']} -> {row['records_above']}, max influence "
+                    f"{prev['max_influence']:.4f} -> {row['max_influence']:.4f})"
+                )
+                break
+        if round_number == max_rounds:
+            message = (
+                f"reached max_rounds={max_rounds} with {diag.n_above} records still above the threshold "
+                f"(max influence {diag.max_influence:.4f} on {diag.worst_statistic}); raise loop.max_rounds or "
+                "loop.max_offspring, or review statistics that only a handful of households can contribute to"
+            )
+            break
+
+        extraction = F.extract(current, spec)
+        eligible_ids = current.household_ids[extraction.eligible]
+        rec = diag.records
+        offenders = rec[(rec["max_influence"] > threshold) & (rec["weight"] > 0)]
+        offenders = offenders.sort_values(["max_influence", "weight"], ascending=[False, False], kind="stable")
+        is_eligible = offenders["household_id"].isin(eligible_ids)
+        ineligible.extend(offenders.loc[~is_eligible, "household_id"].tolist())
+        offenders = offenders[is_eligible].head(records_per_round)
+        if offenders.empty:
+            message = "stopped: every record above the threshold lies beyond the flat layout (not eligible as a parent)"
+            break
+        pieces = pieces_needed(offenders["max_influence"].to_numpy(), threshold, max_offspring + 1)
+        parent_ids = offenders["household_id"].to_numpy()
+        parent_features = extraction.features.loc[parent_ids]
+        sampled = sample_offspring(model, parent_features, pieces - 1, conditioning_fractions, rng)
+        spawned = spawn(current, parent_ids, pieces, sampled, parent_features, spec, round_number + 1)
+        candidate = spawned.survey
+        tm = build_target_matrix(candidate, targets)
+        fit = calibrate(tm.matrix, tm.values, candidate.weights, penalty=penalty, tol=tol, target_names=tm.names)
+        if not fit.success:
+            message = f"stopped in round {round_number + 1}: recalibration failed: {fit.message}"
+            break
+        current = candidate.with_weights(fit.weights)
+        target_error = float(fit.max_rel_error)
+        added += len(spawned.new_household_ids)
+        nit = round_number + 1
+    trace = pd.DataFrame(rows)
+    return LoopResult(
+        survey=current,
+        success=success,
+        message=message,
+        nit=nit,
+        trace=trace,
+        before=first,
+        after=diag,
+        households_added=added,
+        max_rel_target_error=target_error,
+        ineligible_offenders=sorted(set(ineligible)),
+    )
