@@ -33,11 +33,11 @@ from pathlib import Path
 for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
 
-import numpy as np  # noqa: E402
-import scipy.sparse as sp  # noqa: E402
+import numpy as np
+import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from weightreg.calibrate import calibrate, kl_divergence  # noqa: E402
+from weightreg.calibrate import calibrate, kl_divergence
 
 RESULTS = Path(__file__).resolve().parent / "results" / "calibrate.json"
 
@@ -186,7 +186,7 @@ def run_problem(p, args, cvxpy_ok, cvxpy_skip_reason=None):
         try:
             row["methods"]["cvxpy_clarabel"] = r = measure(cvxpy_clarabel, p)
             print(f"  cvxpy done in {r['seconds']} s", flush=True)
-        except Exception as exc:  # report the baseline's failure, keep benchmarking
+        except Exception as exc:  # noqa: BLE001 - report the baseline's failure, keep benchmarking
             row["methods"]["cvxpy_clarabel"] = {"skipped": f"{type(exc).__name__}: {exc}"}
     else:
         reason = cvxpy_skip_reason or ("not in --methods" if "cvxpy" not in args.methods

@@ -141,7 +141,7 @@ def _validate(matrix, targets, prior, penalty, cap, bounds, tol, max_iter, targe
         raise CalibrationError(
             f"shape mismatch: matrix is {A.shape}, targets {t.shape}, prior {w0.shape}; "
             "need matrix (N, M) with prior (N,) and targets (M,)")
-    N, M = A.shape
+    M = A.shape[1]
     names = None if target_names is None else [str(n) for n in target_names]
     if names is not None and len(names) != M:
         raise CalibrationError(f"target_names has {len(names)} names for {M} targets")
@@ -187,7 +187,13 @@ def _validate(matrix, targets, prior, penalty, cap, bounds, tol, max_iter, targe
                 f"first: record {i}, lo={lo} * prior={w0[i]:.6g} = {lower[i]:.6g}")
 
     reach_lo, reach_hi = _column_range(A, lower, upper)
-    for j in np.flatnonzero((t > reach_hi * (1 + 1e-12)) | (t < reach_lo * (1 - 1e-12))):
+    unreachable = (t > reach_hi * (1 + 1e-12)) | (t < reach_lo * (1 - 1e-12))
+    if penalty is not None:
+        # Soft targets trade errors against KL: an unreachable target is simply missed, unless
+        # nothing at all can move it (an all-zero column or only zero-prior records).
+        col_abs = abs(A).T @ (w0 > 0).astype(float) if sp.issparse(A) else np.abs(A).T @ (w0 > 0)
+        unreachable &= (np.asarray(col_abs).ravel() == 0) & (t != 0)
+    for j in np.flatnonzero(unreachable):
         col = A[:, [j]].toarray().ravel() if sp.issparse(A) else A[:, j]
         nz = col != 0
         if not nz.any():

@@ -14,37 +14,72 @@ Training (:func:`train_generator`)
     seeded from ``seed`` (global states saved and restored around the fit, as ctgan and rdt draw
     from them) and torch runs on one thread.
 
-Fixed preprocessing cost (``fast_preprocessing``, tvae and ctgan)
-    ctgan's ``DataTransformer`` fits a Bayesian Gaussian mixture per numeric column on every row
-    and then assigns each value a mixture component with a Python loop over rows, in a process
-    pool. Measured on 20,000 rows x 70 columns (2 cores): 78 s of mixture fits + 37 s of
-    transform before the first epoch, against about 2 s per TVAE epoch. With
-    ``fast_preprocessing=True`` (default) the mixtures are fitted on a random subsample of
-    ``transformer_fit_rows`` rows (default 5,000; the fit is per column and one-dimensional), the
-    transform runs in this process and the component draw is vectorised (the same distribution:
-    component probabilities + 1e-6, renormalised, drawn by inverse CDF). The patch is applied to
-    ctgan/rdt classes only for the duration of the fit. See ``benchmarks/results/generator.json``.
+Model space (``slot_imputation``, default on)
+    A canonical row says "unused" redundantly: ``n_adults`` repeats the layout's adult count, an
+    unused slot holds age 0 and gender ``NONE`` (which a used slot must not), a non-renter has rent
+    0. A model fitted on those rows must learn every one of these agreements exactly; any slack
+    makes an invalid row (``layout_mismatch``, ``adult_under_16``, ``unknown_gender``,
+    ``rent_without_renting``), and rejecting those rows biases what is kept towards simple
+    households. So the model is fitted on a lossless re-encoding (:func:`to_model_space`):
+    ``n_adults`` is left out (it follows from ``layout``), each unused slot is filled with the
+    whole slot of a random row that uses it, and a non-renter's rent with a random renter's.
+    Only values the canonical form discards are changed; :func:`from_model_space` maps draws
+    back (``n_adults`` from the layout, rent 0 unless renting, unused slots emptied by
+    ``normalise``). As SDV clips numbers to the training range, slot ages and genders are then
+    always valid. Measured (benchmark, 20,000 world rows, TVAE 40 epochs, softmax decoding):
+    valid share 47% and layout TV distance 0.093, tenure 0.155 without it; 100% valid, layout
+    0.012, tenure 0.041 with it. The SDV metadata (and its JSON file) therefore lacks
+    ``n_adults`` when ``slot_imputation`` is on.
 
 Categorical collapse and the TVAE decoding fix (``decoding``)
     ctgan's TVAE decodes every softmax output (a categorical column, and the mixture component of
     every numeric column) by **argmax**. Where the decoder has not learnt to tie a column to the
     latent code (a column nearly independent of the rest, such as region), its logits are about
-    the same for every latent draw, and argmax writes the most common level for every row.
-    Measured here on 20,000 random contract rows after 10 epochs (default dims): region took 2
-    levels in 92% of rows (TV distance 0.75 to the training marginal), tenure 2 of 5 levels (TV
-    0.61), council-tax band 3 of 9 levels (TV 0.57), and 17.6% of rows were valid. But the
+    the same for every latent draw, and argmax writes the most common level for every row. But the
     model's own likelihood is a categorical distribution: the decoder's softmax, which the
-    cross-entropy term of the TVAE loss fits to the data. ``decoding="sample"`` (default)
-    draws every categorical column and every mixture component from that softmax and adds the
-    decoder's learnt Gaussian noise to the continuous part: ancestral sampling from the model as
-    trained, no extra fitting. ``decoding="argmax"`` keeps SDV's behaviour. The evidence (TV
-    distance per categorical column and kind, at several epoch counts, and the valid share) is in
-    ``benchmarks/results/generator.json`` and summarised in the benchmark's docstring. CTGAN
-    already samples its discrete outputs (Gumbel softmax), and the Gaussian copula samples its
-    marginals, so ``decoding`` concerns TVAE only.
+    cross-entropy term of the TVAE loss fits to the data. ``decoding="sample"`` (default) draws
+    every categorical column and every mixture component from that softmax and adds the decoder's
+    learnt Gaussian noise to the continuous part: ancestral sampling from the model as trained,
+    no extra fitting. ``decoding="argmax"`` keeps SDV's behaviour.
+
+    Evidence (``benchmarks/results/generator.json``: 20,000 rows of the embedded world, 70
+    columns, default TVAE dims, 5,000 valid rows drawn, TV distance of each categorical or
+    boolean column to the training marginal):
+
+    ======================  =========  ======  ===========  ======  ======  ===========
+    model                   max TV     region  tenure       band    layout  pair trends
+    ======================  =========  ======  ===========  ======  ======  ===========
+    TVAE 10 ep, argmax      0.85       0.85    0.62         0.75    0.55    0.76
+    TVAE 10 ep, sample      0.026      0.026   0.026        0.016   0.021   0.95
+    TVAE 40 ep, argmax      0.63       0.63    0.22         0.46    0.19    0.84
+    TVAE 40 ep, sample      0.041      0.023   0.041        0.038   0.012   0.96
+    CTGAN 5 ep              0.13       0.040   0.13         0.059   0.059   0.94
+    Gaussian copula         0.37       0.015   0.011        0.017   0.012   0.93
+    ======================  =========  ======  ===========  ======  ======  ===========
+
+    With argmax after 10 epochs, 98.6% of rows had one region (2 of 12 used), and tenure,
+    council-tax band and layout each had a single level; after 40 epochs region still used 4 of
+    12 levels. With sampling every level of every household categorical appears and no column
+    is further than 0.041 from its training marginal, so no further fallback (such as drawing
+    collapsed columns from nearest training rows) is needed. CTGAN already samples its discrete
+    outputs (Gumbel softmax) but fits worse per second (6.3 s per epoch against TVAE's 1.45 s,
+    tenure TV 0.13 after 5 epochs); the Gaussian copula matches household marginals but not
+    structure-dependent ones (child gender TV up to 0.37) and numeric shapes (mean KS 0.29
+    against TVAE's 0.14). Hence ``tvae`` with ``decoding="sample"`` is the default.
+
+Fixed preprocessing cost (``fast_preprocessing``, tvae and ctgan)
+    ctgan's ``DataTransformer`` fits a Bayesian Gaussian mixture per numeric column on every row
+    and then assigns each value a mixture component with a Python loop over rows, in a process
+    pool. With ``fast_preprocessing=True`` (default) the mixtures are fitted on a random
+    subsample of ``transformer_fit_rows`` rows (default 5,000; each fit is one-dimensional), the
+    transform runs in this process and the component draw is vectorised (the same distribution:
+    component probabilities + 1e-6, renormalised, drawn by inverse CDF). The patch is applied to
+    the ctgan/rdt classes only for the duration of a fit. Measured on 20,000 rows (2 cores): the
+    fixed cost of a TVAE fit falls from about 75 s to 14 s (epochs: 1.45 s each).
 
 Sampling (:meth:`HouseholdGenerator.sample`)
-    Rows are drawn from the model, normalised (:func:`weightreg.features.normalise`) and kept when
+    Rows are drawn from the model, mapped back from the model space and normalised
+    (:func:`weightreg.features.normalise`), and kept when
     :func:`weightreg.features.valid_rows` accepts them; batches are drawn until ``n`` valid rows
     exist. The share of valid rows is recorded (``valid_share``). The stream is seeded from the
     ``numpy.random.Generator`` given, so the same model and seed give the same rows.
@@ -95,7 +130,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import pickle
 import time
 import warnings
@@ -110,16 +144,18 @@ from .atomic import atomic_path
 from .errors import FeatureError, GeneratorError
 
 __all__ = [
-    "KINDS",
     "DECODINGS",
+    "KINDS",
     "TABLE_NAME",
     "HouseholdGenerator",
     "TrainingInfo",
-    "train_generator",
+    "from_model_space",
     "load_generator",
-    "sample_offspring",
     "quality_report",
+    "sample_offspring",
     "sdv_metadata",
+    "to_model_space",
+    "train_generator",
     "tv_distance",
 ]
 
@@ -145,16 +181,23 @@ def _sdv():
     """Import SDV lazily: it pulls in torch, which most of weightreg never needs."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import sdv.single_table as single_table
+        from sdv import single_table
         from sdv.metadata import Metadata
     return single_table, Metadata
 
 
 # ---- metadata and training rows -----------------------------------------------------------------
-def sdv_metadata(spec: F.FeatureSpec) -> dict:
-    """The SDV 2.0 metadata dict of the spec's rows (table ``households``), from the column kinds."""
+def sdv_metadata(spec: F.FeatureSpec, exclude=()) -> dict:
+    """The SDV 2.0 metadata dict of the spec's rows (table ``households``), from the column kinds.
+
+    Args:
+        spec: the feature spec.
+        exclude: columns the model does not see (``n_adults`` in the imputed model space).
+    """
     columns = {}
     for col, kind in spec.column_kinds().items():
+        if col in exclude:
+            continue
         if kind == "integer":
             columns[col] = {"sdtype": "numerical", "decimal_places": 0}
         elif kind in ("categorical", "numerical", "boolean"):
@@ -168,6 +211,79 @@ def _model_frame(rows: pd.DataFrame, spec: F.FeatureSpec) -> pd.DataFrame:
     """Canonical rows with the dtypes SDV expects (object strings, bool, int64, float64), RangeIndex."""
     frame = F.normalise(rows, spec).reset_index(drop=True)
     return frame.astype({c: object for c, k in spec.column_kinds().items() if k == "categorical"})
+
+
+#: Columns the imputed model space leaves out because they follow from others.
+DERIVED_COLUMNS = ("n_adults",)
+
+
+def _slot_groups(spec: F.FeatureSpec) -> list[tuple[str, int, list[str]]]:
+    """``(kind, slot number, columns)`` for every adult, benefit-unit and child slot."""
+    groups = []
+    for i in range(1, spec.max_adults + 1):
+        groups.append(("adult", i, [f"adult{i}_{f}" for f in spec.adult_features]))
+    for k in range(1, spec.max_adults + 1):
+        if spec.benunit_features:
+            groups.append(("bu", k, [f"bu{k}_{f}" for f in spec.benunit_features]))
+    for j in range(1, spec.max_children + 1):
+        if spec.child_features:
+            groups.append(("child", j, [f"child{j}_{f}" for f in spec.child_features]))
+    return groups
+
+
+def _slot_counts(rows: pd.DataFrame, spec: F.FeatureSpec) -> dict[str, np.ndarray]:
+    table = spec._table
+    li = table.index(rows["layout"].to_numpy())
+    return {
+        "adult": table.n_adults[np.maximum(li, 0)] * (li >= 0),
+        "bu": table.n_units[np.maximum(li, 0)] * (li >= 0),
+        "child": rows["n_children"].to_numpy(dtype=np.int64),
+    }
+
+
+def to_model_space(rows: pd.DataFrame, spec: F.FeatureSpec, rng: np.random.Generator) -> pd.DataFrame:
+    """Canonical rows as the imputed model sees them (see "Model space" in the module docstring).
+
+    Each unused slot takes the whole slot of a random row that uses it, a non-renter's ``rent``
+    a random renter's, and ``n_adults`` (the layout's adult count) is left out. Only values that
+    :func:`from_model_space` discards are changed, so ``from_model_space(to_model_space(rows))``
+    equals ``rows`` for valid canonical rows.
+    """
+    from .survey import RENTING_TENURES
+
+    out = _model_frame(rows, spec)
+    counts = _slot_counts(out, spec)
+    for kind, number, cols in _slot_groups(spec):
+        used = counts[kind] >= number
+        donors, need = np.flatnonzero(used), np.flatnonzero(~used)
+        if len(donors) and len(need):
+            pick = donors[rng.integers(len(donors), size=len(need))]
+            for c in cols:
+                values = out[c].to_numpy().copy()
+                values[need] = values[pick]
+                out[c] = values
+    if "rent" in out and "tenure_type" in out:
+        renter = np.isin(out["tenure_type"].to_numpy(), RENTING_TENURES)
+        donors, need = np.flatnonzero(renter), np.flatnonzero(~renter)
+        if len(donors) and len(need):
+            rent = out["rent"].to_numpy().copy()
+            rent[need] = rent[donors[rng.integers(len(donors), size=len(need))]]
+            out["rent"] = rent
+    return out.drop(columns=[c for c in DERIVED_COLUMNS if c in out])
+
+
+def from_model_space(raw: pd.DataFrame, spec: F.FeatureSpec) -> pd.DataFrame:
+    """Rows of the imputed model space back in canonical form (``n_adults`` from the layout,
+    ``rent`` 0 unless renting, unused slots emptied by :func:`weightreg.features.normalise`)."""
+    from .survey import RENTING_TENURES
+
+    raw = raw.copy()
+    adults = spec.layout_adults()
+    raw["n_adults"] = raw["layout"].map(adults).fillna(-1).astype(np.int64).to_numpy()
+    if "rent" in raw and "tenure_type" in raw:
+        renter = np.isin(raw["tenure_type"].astype(str).to_numpy(), RENTING_TENURES)
+        raw["rent"] = np.where(renter, raw["rent"].to_numpy(dtype=float), 0.0)
+    return F.normalise(raw, spec)
 
 
 def _weights_array(weights, features: pd.DataFrame) -> np.ndarray:
@@ -409,14 +525,16 @@ class TrainingInfo:
         n_feature_rows: rows of the feature table given.
         n_training_rows: rows the model was fitted on.
         n_distinct_rows: distinct feature rows among them.
-        preprocess_seconds: SDV's own preprocessing (metadata checks, data processor).
-        fit_seconds: the model fit (including ctgan's data transformer and every epoch).
+        preprocess_seconds: SDV's own preprocessing (metadata checks, data processor), part of
+            ``fit_seconds``.
+        fit_seconds: the whole fit: SDV preprocessing, ctgan's data transformer, every epoch.
         loss: per-epoch loss (TVAE: mean batch loss; CTGAN: generator loss); empty for the copula.
         discriminator_loss: CTGAN's per-epoch discriminator loss (else empty).
         final_loss: the last epoch's loss, or None.
         decoding: TVAE output decoding (``sample`` or ``argmax``).
         fast_preprocessing: whether the cheaper ctgan preprocessing was in place.
         transformer_fit_rows: rows each mixture was fitted on (None: all).
+        slot_imputation: whether the model was fitted in the imputed model space.
     """
 
     kind: str
@@ -434,6 +552,7 @@ class TrainingInfo:
     decoding: str = "sample"
     fast_preprocessing: bool = False
     transformer_fit_rows: int | None = None
+    slot_imputation: bool = False
 
     def to_dict(self) -> dict:
         return _jsonable(asdict(self))
@@ -474,6 +593,7 @@ class HouseholdGenerator:
         decoding: str = "sample",
         fast_preprocessing: bool = True,
         transformer_fit_rows: int | None = 5000,
+        slot_imputation: bool = True,
     ):
         if kind not in KINDS:
             raise GeneratorError(f"kind={kind!r}: expected one of {list(KINDS)}")
@@ -488,7 +608,8 @@ class HouseholdGenerator:
         self.decoding = decoding
         self.fast_preprocessing = bool(fast_preprocessing)
         self.transformer_fit_rows = None if transformer_fit_rows is None else int(transformer_fit_rows)
-        self.metadata = sdv_metadata(spec)
+        self.slot_imputation = bool(slot_imputation)
+        self.metadata = sdv_metadata(spec, DERIVED_COLUMNS if self.slot_imputation else ())
         self.synthesizer = None
         self.info: TrainingInfo | None = None
         self.valid_share: float | None = None
@@ -506,8 +627,13 @@ class HouseholdGenerator:
         Raises:
             GeneratorError: the hyperparameters are not accepted, or the fit fails.
         """
-        single_table, Metadata = _sdv()
-        frame = _model_frame(rows, self.spec)
+        _, Metadata = _sdv()
+        canonical = _model_frame(rows, self.spec)
+        n_distinct = int((~canonical.duplicated()).sum())
+        if self.slot_imputation:
+            frame = to_model_space(canonical, self.spec, np.random.default_rng([self.seed, 11]))
+        else:
+            frame = canonical
         if len(frame) < 2:
             raise GeneratorError(f"cannot fit a generator on {len(frame)} row(s); give it at least a few hundred")
         params = dict(self.hyperparameters)
@@ -545,16 +671,17 @@ class HouseholdGenerator:
             hyperparameters=_jsonable(params),
             training_rows=training_rows,
             n_feature_rows=int(len(frame) if n_feature_rows is None else n_feature_rows),
-            n_training_rows=int(len(frame)),
-            n_distinct_rows=int((~frame.duplicated()).sum()),
+            n_training_rows=len(frame),
+            n_distinct_rows=n_distinct,
             preprocess_seconds=t1 - t0,
-            fit_seconds=t2 - t1,
+            fit_seconds=t2 - t0,
             loss=loss,
             discriminator_loss=disc,
             final_loss=loss[-1] if loss else None,
             decoding=self.decoding if self.kind == "tvae" else "sample",
             fast_preprocessing=bool(patched),
             transformer_fit_rows=self.transformer_fit_rows if patched else None,
+            slot_imputation=self.slot_imputation,
         )
         return self
 
@@ -573,6 +700,10 @@ class HouseholdGenerator:
             self.synthesizer._set_random_state(int(seed) % 2**32)
             out = self.synthesizer.sample(int(n))
         return out[TABLE_NAME] if isinstance(out, dict) else out
+
+    def decode(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """Synthesizer rows in canonical form (normalised, not filtered)."""
+        return from_model_space(raw, self.spec) if self.slot_imputation else F.normalise(raw, self.spec)
 
     def sample(self, n: int, rng: np.random.Generator, *, max_rounds: int = 50) -> pd.DataFrame:
         """``n`` valid, normalised rows.
@@ -602,14 +733,14 @@ class HouseholdGenerator:
         for _ in range(max_rounds):
             batch = int(min(max(math.ceil((n - have) / max(share, 0.02) * 1.15) + 16, 64), 500_000))
             raw = self.sample_raw(batch, int(rng.integers(2**63 - 1)))
-            rows = F.normalise(raw, self.spec)
+            rows = self.decode(raw)
             ok = F.valid_rows(rows, self.spec)
             drawn += batch
             valid += int(ok.sum())
             share = valid / drawn
             parts.append(rows.loc[ok])
             have += int(ok.sum())
-            if have >= n:
+            if have >= n or (valid == 0 and drawn >= 50 * n + 10_000):
                 break
         self.valid_share = valid / drawn if drawn else None
         if have < n:
@@ -639,14 +770,14 @@ class HouseholdGenerator:
             "decoding": self.decoding,
             "fast_preprocessing": self.fast_preprocessing,
             "transformer_fit_rows": self.transformer_fit_rows,
+            "slot_imputation": self.slot_imputation,
             "metadata": self.metadata,
             "info": self.info.to_dict() if self.info else None,
             "valid_share": self.valid_share,
             "synthesizer": self.synthesizer,
         }
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
         with atomic_path(metadata_path(path)) as tmp:
             tmp.write_text(json.dumps(self.metadata, indent=2) + "\n")
         return path
@@ -693,6 +824,7 @@ class HouseholdGenerator:
             decoding=payload["decoding"],
             fast_preprocessing=payload["fast_preprocessing"],
             transformer_fit_rows=payload["transformer_fit_rows"],
+            slot_imputation=payload.get("slot_imputation", False),
         )
         gen.hyperparameters = payload["hyperparameters"]
         gen.metadata = payload["metadata"]
@@ -740,6 +872,7 @@ def train_generator(
     decoding: str = "sample",
     fast_preprocessing: bool = True,
     transformer_fit_rows: int | None = 5000,
+    slot_imputation: bool = True,
 ) -> HouseholdGenerator:
     """Train a household generator on flat feature rows.
 
@@ -760,6 +893,8 @@ def train_generator(
         fast_preprocessing: cheaper ctgan preprocessing (see the module docstring).
         transformer_fit_rows: rows each numeric column's mixture is fitted on when
             ``fast_preprocessing`` (None: all rows).
+        slot_imputation: fit in the imputed model space (default; see the module docstring);
+            False fits the canonical rows as they are.
 
     Returns:
         The fitted :class:`HouseholdGenerator`.
@@ -785,6 +920,7 @@ def train_generator(
         decoding=decoding,
         fast_preprocessing=fast_preprocessing,
         transformer_fit_rows=transformer_fit_rows,
+        slot_imputation=slot_imputation,
     )
     gen.fit(features.iloc[pos], progress=progress, training_rows=training_rows, n_feature_rows=len(features))
     return gen
@@ -1000,8 +1136,8 @@ def sample_offspring(
         n: offspring per parent: an int, or one count per parent (in row order).
         fractions: conditioning fractions: a ``(low, high)`` tuple (uniform) or a list of values.
         rng: the random generator (required; the same seed and model give the same offspring).
-        pool_size: unconditional rows drawn for matching (default ``max(2000, min(20000, 10 x
-            offspring))``).
+        pool_size: unconditional rows drawn for matching (default ``max(2000, min(10000, 5 x
+            offspring))``; 100 parents x 20 offspring take about 2.3 s with a 10,000-row pool).
         method: ``pool`` (the only method; SDV's rejection sampling is not offered, see above).
         k_nearest: offspring draw their free columns from one of this many nearest pool rows.
 
@@ -1081,7 +1217,7 @@ def sample_offspring(
         return out, ok
 
     rows, ok = attempt(np.arange(N), cand, held)
-    stats = {"offspring": N, "pool_size": int(len(pool)), "pool_valid_share": model.valid_share,
+    stats = {"offspring": N, "pool_size": len(pool), "pool_valid_share": model.valid_share,
              "valid_first_match": int(ok.sum()), "valid_after_retry": 0, "completed_from_parent": 0,
              "copies_of_parent": 0}
     for _ in range(_RETRY_ROUNDS):
@@ -1110,7 +1246,7 @@ def sample_offspring(
         new, new_ok = attempt(todo, cand[todo], held[todo])
         _replace_rows(rows, todo, new)
         ok[todo] = new_ok
-        stats["copies_of_parent"] = int(len(todo))
+        stats["copies_of_parent"] = len(todo)
     if not ok.all():  # pragma: no cover - a valid parent copied is valid
         raise GeneratorError(f"{int((~ok).sum())} offspring could not be made valid; this is a bug")
 
@@ -1152,8 +1288,11 @@ def _spearman(x: np.ndarray) -> np.ndarray:
 def quality_report(model: HouseholdGenerator, training: pd.DataFrame, sampled: pd.DataFrame) -> dict:
     """How closely ``sampled`` rows follow ``training`` rows (every score in [0, 1]).
 
-    Computed here rather than with sdmetrics' QualityReport (same definitions, vectorised, no
-    per-pair loops; see the benchmark for timings):
+    Computed here rather than with sdmetrics' QualityReport: on 5,000 x 5,000 rows of 70 columns
+    sdmetrics took 9.2 s and this 0.23 s, with the same column-shape score (0.99051 both); the
+    pair scores differ in method (sdmetrics: Pearson, and contingency tables of binned numbers).
+
+
 
     * ``column_shapes``: mean over columns of 1 - KS statistic (numeric) or 1 - TV distance
       (categorical, boolean); per column in ``column_shape``.

@@ -86,6 +86,16 @@ def baseline_only(data):
     return dataclasses.replace(data, deltas=np.asarray(data.deltas)[:0], reforms=())
 
 
+def _stalled(rows: list[dict], patience: int) -> bool:
+    """True when none of the last ``patience`` rounds improved on the best figures before them."""
+    if len(rows) <= patience:
+        return False
+    earlier, recent = rows[:-patience], rows[-patience:]
+    keys = ("records_above", "baseline_records_above", "max_influence")
+    best = {k: min(r[k] for r in earlier) for k in keys}
+    return not any(r[k] < best[k] for r in recent for k in keys)
+
+
 def _target_error(survey: Survey, targets: pd.DataFrame) -> float:
     tm = build_target_matrix(survey, targets)
     achieved = tm.matrix.T @ survey.weights
@@ -108,6 +118,7 @@ def regularise_loop(
     penalty=None,
     tol: float = 1e-8,
     surface: dict | None = None,
+    patience: int = 2,
     progress: bool = False,
     log=print,
 ) -> LoopResult:
@@ -127,6 +138,7 @@ def regularise_loop(
         penalty: ``None`` for hard targets in each recalibration, else the soft-target penalty.
         tol: solver tolerance.
         surface: keyword arguments of :func:`weightreg.diagnose.simulate_surface` (metrics, dimensions, ...).
+        patience: rounds without progress before stopping.
         progress: show progress bars.
         log: called with one line per round (``None`` for silence).
     """
@@ -168,15 +180,13 @@ def regularise_loop(
         if diag.n_above == 0:
             success, message = True, f"no record above the threshold {threshold:g} after {round_number} round(s)"
             break
-        if round_number > 0:
-            prev = rows[-2]
-            if row["records_above"] >= prev["records_above"] and row["max_influence"] >= prev["max_influence"]:
-                message = (
-                    f"stopped after round {round_number}: no progress (records above threshold "
-                    f"{prev['records_above']} -> {row['records_above']}, max influence "
-                    f"{prev['max_influence']:.4f} -> {row['max_influence']:.4f})"
-                )
-                break
+        if round_number > 0 and _stalled(rows, patience):
+            message = (
+                f"stopped after round {round_number}: no progress for {patience} round(s) (neither fewer records "
+                f"above the threshold, on all surfaces or on the baseline, nor a lower max influence; now "
+                f"{row['records_above']} records above, max influence {row['max_influence']:.4f})"
+            )
+            break
         if round_number == max_rounds:
             message = (
                 f"reached max_rounds={max_rounds} with {diag.n_above} records still above the threshold "

@@ -151,7 +151,9 @@ def fill_unmodelled(built: Survey, survey: Survey, spec, offspring_rows: pd.Data
             agree = _entity_agreement(entity, target, built, off, par, cols, same_household)
             if agree.any():
                 parent_values = _parent_values(entity, col, target, survey, par, built, spec)
+                values = values.astype(object)
                 values[agree] = parent_values[agree]
+                values = values.astype(source[col].dtype)
                 copied.setdefault(entity, []).append(col)
             else:
                 neutral.setdefault(entity, []).append(col)

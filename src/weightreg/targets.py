@@ -125,7 +125,7 @@ KNOWN_COLUMNS = {
 }
 _BROADCAST = ("region", "tenure_type", "household_type")
 
-_EQ = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*(.*?)\s*$")
+_EQ = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*([^=<>!\[\]()]*?)\s*$")
 _IN = re.compile(r"^\s*([A-Za-z_]\w*)\s+in\s+([\[(])\s*([^,]*?)\s*,\s*([^,]*?)\s*([\])])\s*$")
 
 
@@ -467,7 +467,9 @@ def read_targets(path, survey: Survey | None = None) -> pd.DataFrame:
     if not path.exists():
         raise TargetError(f"{path}: no such targets file; run `weightreg world` (DVC stage synthesize) to make one")
     try:
-        frame = pd.read_csv(path, dtype={c: str for c in TARGET_COLUMNS if c != "value"}, keep_default_na=False)
+        # round_trip: the values read back are exactly the floats written (%.17g).
+        frame = pd.read_csv(path, dtype={c: str for c in TARGET_COLUMNS if c != "value"}, keep_default_na=False,
+                            float_precision="round_trip")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise TargetError(f"{path}: not a readable targets CSV ({exc})") from None
     return validate_targets(frame, survey, source=str(path))

@@ -12,25 +12,54 @@
    state pension. Reported benefits come from running :func:`weightreg.simulate.simulate` on the
    population once: each benefit unit's simulated Universal Credit, Child Benefit (net of the
    high-income charge), Pension Credit and Housing Benefit (the simulator applies the take-up
-   flags) is recorded on its head as ``*_reported``.
-   Every population household has the same weight, ``uk_households / population_households``,
-   so population totals are at UK scale (28.5M households by default).
+   flags) is recorded on its head as ``*_reported``. Every population household has the same
+   weight, ``uk_households / population_households``, so population totals (and the targets) are
+   at UK scale (28.5M households by default).
 
-2. **A survey sample** (~``sample_households``) drawn with differential non-response: lower
-   response in London, for young household heads, private renters and (much lower) top incomes.
-   Plus an **enhancement block**: copies, with new ids, of households drawn from the population's
-   top incomes, as the enhanced FRS stacks SPI records onto the FRS.
+2. **A survey**: a sample of exactly ``sample_households`` drawn with differential non-response
+   (lower response in London, for young household heads, private renters and, much lower, top
+   incomes), whose respondents *under-report benefits* (``misreporting``: a recipient reports with
+   probability ``report_rate``, and then a share in ``[amount_share_min, amount_share_max]`` of
+   the amount; only the four ``*_reported`` benefit columns change, which the simulator does not
+   read, so every survey household simulates exactly as its population original); plus an
+   **enhancement block** of ``enhancement_households`` copies (new ids) of households drawn from
+   the population's top ``enhancement_top_share`` by market income, reported exactly, stacked on
+   with a tiny starting weight - as the enhanced FRS stacks SPI-based records, with zero weight,
+   onto the FRS.
 
-3. **Initial weights** from an *unregularised* calibration of the sample to several hundred
+3. **Initial weights** from an *unregularised* calibration of the stack to several hundred
    population totals (:func:`world_target_spec`): Adam on log-weights minimising the mean squared
-   relative error, a fixed number of steps, from uniform design weights (enhancement records
-   from a tiny weight) - PolicyEngine UK's method, and what makes the weights pathological. The
+   relative error for a fixed number of steps, from uniform design weights (enhancement records
+   from ``enhancement_initial_weight``) - PolicyEngine UK's method. Nothing is hand-set; the
    pathology (Kish ESS, max/median weight, skewness) and the target fit are measured into
-   :attr:`World.metrics`; nothing is hand-set.
+   :attr:`World.metrics`.
+
+Why the weights come out pathological (measured while designing the defaults): with *consistent*
+targets and a sample this size, the unregularised fit stays tame (Kish ESS ~70% of records,
+max/median ~10), whatever the number of thin targets, the learning rate or dropout. Two
+features of the enhanced FRS make it extreme, and the defaults reproduce both:
+
+* benefit under-reporting makes each region's reported caseload and spend impossible to meet
+  together from typical respondents, so the calibration piles a region's caseload onto the few
+  respondents who report the largest amounts (the largest weights, 10^5 and more);
+* the enhancement block is as large as the sample and mostly stays near its tiny starting
+  weight (only the records that help the top-income targets grow), so the median weight
+  collapses, as in the enhanced FRS whose imputed half starts at zero weight.
+
+The default misreporting is harsher than the FRS's (every reporting recipient reports 40-85% of
+their award - notably for Child Benefit, which the FRS records well) and the default learning
+rate (0.02) is lower than PolicyEngine's 0.1 (which left the ESS at ~5%): both were tuned until
+the default world shows the enhanced FRS's pathology (Kish ESS < 5% of records, max/median >
+1,000, skewness > 10) with margin. Consequence, as with PolicyEngine's targets: with no
+respondent reporting a full award, the reported caseloads and spend, together with the other
+targets, admit no exact solution - *hard* calibration to ``targets.csv`` reports contradictory
+targets (measured with :func:`weightreg.calibrate.calibrate`); use soft targets (``penalty``).
+With ``amount_share_max: 1`` (some respondents report exactly) hard calibration is feasible
+again, but the Kish ESS only falls to ~6-8% of records.
 
 Ids follow PolicyEngine's scheme: population households are numbered 1..N; benefit unit
-``household * 100 + k`` and person ``household * 1000 + p`` (k, p from 1). Enhancement copies get
-ids from the first power of ten above N.
+``household * 100 + k`` and person ``household * 1000 + p`` (k, p from 1). Survey households keep
+their population ids; enhancement copies are numbered from the first power of ten above N.
 """
 
 from __future__ import annotations
@@ -62,8 +91,13 @@ __all__ = [
     "INCOME_BANDS",
     "generate_world",
     "generate_population",
+    "add_reported_benefits",
+    "response_propensity",
     "draw_sample",
+    "misreport",
     "draw_enhancement",
+    "copy_households",
+    "draw_survey",
     "world_target_spec",
     "adam_calibrate",
     "weight_metrics",
@@ -75,7 +109,7 @@ DEFAULT_PARAMS: dict = {
     "seed": 20250101,
     "population_households": 200_000,
     "sample_households": 20_000,
-    "enhancement_households": 1_000,
+    "enhancement_households": 20_000,
     "time_period": "2025",
     # Population totals are at UK scale: each population household weighs uk_households / N.
     "uk_households": 28_500_000,
@@ -87,21 +121,20 @@ DEFAULT_PARAMS: dict = {
     "response_top_1pct": 0.3,  # ... top 1% (multiplies the top-5% factor)
     "response_top_01pct": 0.2,  # ... top 0.1% (multiplies both)
     # Enhancement block: drawn from this top share of households by market income.
-    "enhancement_top_share": 0.02,
+    "enhancement_top_share": 0.2,
     "enhancement_initial_weight": 1.0,  # "tiny": a design weight is ~1,400 at UK scale
     # Calibration (Adam on log-weights, as PolicyEngine UK's reweighting).
-    "calibration_steps": 1_000,
-    "learning_rate": 0.1,
+    "calibration_steps": 3_000,
+    "learning_rate": 0.02,
     "dropout_rate": 0.0,  # PolicyEngine's weight dropout (a share of log-weights set to their mean)
-    # Survey misreporting of benefits (the FRS's well-documented under-reporting): a receiving
-    # unit reports its benefit with probability report_rate, and then a uniform share in
-    # [amount_share_min, 1] of the amount. Only the survey's *_reported benefit columns are
-    # affected; the simulator does not read them, so simulated incomes stay exact.
+    # Survey under-reporting of benefits: a recipient reports with probability report_rate, and
+    # then a uniform share in [amount_share_min, amount_share_max] of the amount. Only the
+    # sample's *_reported benefit columns change (the simulator does not read them). null = exact.
     "misreporting": {
-        "universal_credit": {"report_rate": 0.8, "amount_share_min": 0.3},
-        "pension_credit": {"report_rate": 0.6, "amount_share_min": 0.2},
-        "housing_benefit": {"report_rate": 0.7, "amount_share_min": 0.2},
-        "child_benefit": {"report_rate": 0.95, "amount_share_min": 0.9},
+        "universal_credit": {"report_rate": 0.85, "amount_share_min": 0.4, "amount_share_max": 0.85},
+        "child_benefit": {"report_rate": 0.9, "amount_share_min": 0.4, "amount_share_max": 0.8},
+        "pension_credit": {"report_rate": 0.65, "amount_share_min": 0.3, "amount_share_max": 0.85},
+        "housing_benefit": {"report_rate": 0.75, "amount_share_min": 0.3, "amount_share_max": 0.85},
     },
 }
 
@@ -112,7 +145,7 @@ REGION_SHARES = REGION_SHARES / REGION_SHARES.sum()
 # Internal household kinds (the generator's composition templates). The targets' household
 # types are derived from the members afterwards (targets.household_type), not from these.
 _KINDS = ("SP", "CP", "SA", "CN", "CC", "LP", "AC", "SH", "LF", "LA")
-_KIND_SHARES = np.array([0.13, 0.11, 0.16, 0.155, 0.185, 0.065, 0.11, 0.07, 0.006, 0.006])
+_KIND_SHARES = np.array([0.145, 0.13, 0.15, 0.145, 0.18, 0.06, 0.11, 0.068, 0.006, 0.006])
 # Region tilts of the kind shares (London: fewer pensioners, more sharers; coast/rural: older).
 _KIND_TILT = {
     "LONDON": {"SP": 0.7, "CP": 0.6, "SH": 2.0, "SA": 1.1, "LF": 1.6, "LA": 1.6},
@@ -149,8 +182,13 @@ _BAND_D = {
 # Band values as ninths of band D; band I exists only in Wales.
 _BAND_RATIO = np.array([6, 7, 8, 9, 11, 13, 15, 18, 21]) / 9
 _BAND_SHARES = np.array([0.24, 0.195, 0.22, 0.155, 0.098, 0.046, 0.03, 0.006, 0.0])
+_BAND_SHARES = _BAND_SHARES / _BAND_SHARES.sum()
 _BAND_SHIFT = {"LONDON": 0.45, "SOUTH_EAST": 0.3, "EAST_OF_ENGLAND": 0.15, "SOUTH_WEST": 0.05,
                "NORTH_EAST": -0.35, "YORKSHIRE": -0.2, "WALES": -0.15, "NORTH_WEST": -0.2}
+
+# Tenure logit intercepts (TENURE_TYPES order), set so the UK shares come out near the English
+# Housing Survey's: council 7%, housing association 10%, private 19%, outright 35%, mortgage 29%.
+_TENURE_INTERCEPTS = np.array([0.25, 0.7, -0.46, -0.54, -2.22])
 
 #: Income bands of the income-band targets (lower bounds; the last band is open).
 INCOME_BANDS = {
@@ -192,68 +230,80 @@ class World:
 
 
 # ---- params ----------------------------------------------------------------------------------
+_POSITIVE_INTS = ("population_households", "sample_households", "calibration_steps")
+_POSITIVE_FLOATS = ("uk_households", "enhancement_initial_weight", "learning_rate", "enhancement_top_share",
+                    "response_london", "response_young", "response_private_renter", "response_top_5pct",
+                    "response_top_1pct", "response_top_01pct")
+_MISREPORTING_KEYS = ("report_rate", "amount_share_min", "amount_share_max")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _params(params: Mapping | None) -> dict:
+    """Defaults overlaid with ``params``, validated (a ParameterError names the param)."""
     params = dict(params or {})
     params.pop("_path", None)
     unknown = sorted(set(params) - set(DEFAULT_PARAMS))
-    if "misreporting" in params and params["misreporting"] is not None and isinstance(params["misreporting"], Mapping):
-        # Benefits not named keep their defaults.
-        params["misreporting"] = {**DEFAULT_PARAMS["misreporting"], **params["misreporting"]}
     if unknown:
         raise ParameterError(
             f"unknown world param(s) {unknown}; known: {sorted(DEFAULT_PARAMS)} (params.yaml section 'world')"
         )
     p = {**DEFAULT_PARAMS, **params}
-    for key in ("population_households", "sample_households", "calibration_steps"):
+
+    def bad(key, what):
+        return ParameterError(f"world param '{key}' = {p[key]!r} must be {what}")
+
+    for key in _POSITIVE_INTS + ("seed", "enhancement_households"):
         v = p[key]
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) and not (
-            isinstance(v, float) and v.is_integer()) or v < 1:
-            raise ParameterError(f"world param '{key}' = {v!r} must be a positive integer")
+        if not _is_number(v) or float(v) != int(v) or v < (1 if key in _POSITIVE_INTS else 0):
+            raise bad(key, "a positive integer" if key in _POSITIVE_INTS else "a non-negative integer")
         p[key] = int(v)
-    v = p["dropout_rate"]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
-        raise ParameterError(f"world param 'dropout_rate' = {v!r} must be a number in [0, 1)")
-    p["dropout_rate"] = float(v)
-    v = p["enhancement_households"]
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer, float)) or v < 0 or float(v) != int(v):
-        raise ParameterError(f"world param 'enhancement_households' = {v!r} must be a non-negative integer")
-    p["enhancement_households"] = int(v)
-    for key in ("uk_households", "enhancement_initial_weight", "learning_rate", "enhancement_top_share",
-                "response_london", "response_young", "response_private_renter", "response_top_5pct",
-                "response_top_1pct", "response_top_01pct"):
-        v = p[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
-            raise ParameterError(f"world param '{key}' = {v!r} must be a positive number")
-        p[key] = float(v)
+    for key in _POSITIVE_FLOATS:
+        if not _is_number(p[key]) or p[key] <= 0:
+            raise bad(key, "a positive number")
+        p[key] = float(p[key])
+    if not _is_number(p["dropout_rate"]) or not 0 <= p["dropout_rate"] < 1:
+        raise bad("dropout_rate", "a number in [0, 1)")
+    p["dropout_rate"] = float(p["dropout_rate"])
     if p["enhancement_top_share"] > 1:
-        raise ParameterError(f"world param 'enhancement_top_share' = {p['enhancement_top_share']} must be at most 1")
+        raise bad("enhancement_top_share", "at most 1")
     if p["sample_households"] > p["population_households"]:
         raise ParameterError(
             f"world param 'sample_households' = {p['sample_households']} exceeds "
             f"'population_households' = {p['population_households']}; lower it or grow the population"
         )
     p["time_period"] = str(p["time_period"])
-    p["misreporting"] = _misreporting(p["misreporting"])
+    p["misreporting"] = _misreporting(params.get("misreporting", DEFAULT_PARAMS["misreporting"]))
     return p
 
 
 def _misreporting(spec) -> dict:
+    """Per-benefit misreporting settings: ``None`` = everyone reports exactly; otherwise each
+    benefit's given keys override its defaults."""
+    if spec is None:
+        return {b: {k: 1.0 for k in _MISREPORTING_KEYS} for b in _REPORTED_BENEFITS}
     if not isinstance(spec, Mapping):
-        raise ParameterError(f"world param 'misreporting' must be a mapping of benefit -> settings, got {spec!r}")
+        raise ParameterError(f"world param 'misreporting' must be a mapping benefit -> settings (or null), got {spec!r}")
     unknown = sorted(set(spec) - set(_REPORTED_BENEFITS))
     if unknown:
         raise ParameterError(
             f"world param 'misreporting' names unknown benefit(s) {unknown}; known: {sorted(_REPORTED_BENEFITS)}")
     out = {}
     for benefit in _REPORTED_BENEFITS:
-        given = spec.get(benefit, {}) or {}
-        if not isinstance(given, Mapping) or set(given) - {"report_rate", "amount_share_min"}:
+        given = spec.get(benefit) or {}
+        if not isinstance(given, Mapping) or set(given) - set(_MISREPORTING_KEYS):
             raise ParameterError(
-                f"world param 'misreporting.{benefit}' = {given!r}: expected keys report_rate, amount_share_min")
-        settings = {"report_rate": 1.0, "amount_share_min": 1.0, **given}
+                f"world param 'misreporting.{benefit}' = {given!r}: expected keys {list(_MISREPORTING_KEYS)}")
+        settings = {**DEFAULT_PARAMS["misreporting"][benefit], **given}
         for key, v in settings.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            if not _is_number(v) or not 0 <= v <= 1:
                 raise ParameterError(f"world param 'misreporting.{benefit}.{key}' = {v!r} must be in [0, 1]")
+        if settings["amount_share_min"] > settings["amount_share_max"]:
+            raise ParameterError(
+                f"world param 'misreporting.{benefit}': amount_share_min {settings['amount_share_min']} exceeds "
+                f"amount_share_max {settings['amount_share_max']}")
         out[benefit] = {k: float(v) for k, v in settings.items()}
     return out
 
@@ -287,7 +337,7 @@ def _pareto_tail(x: np.ndarray, mu: np.ndarray, sigma: float, threshold: float, 
         s_x = ndtr(-(np.log(x[top]) - mu_t) / sigma)
         s_t = ndtr(-(np.log(threshold) - mu_t) / sigma)
         u = np.clip(s_x / s_t, 1e-12, 1.0)
-        out[top] = np.minimum(threshold * u ** (-1.0 / alpha), 5e7)
+        out[top] = np.minimum(threshold * u ** (-1.0 / alpha), 2e7)
     return out
 
 
@@ -322,8 +372,8 @@ def generate_population(params: Mapping, rng: np.random.Generator) -> Survey:
     has_spouse = np.isin(kind, [k["CP"], k["CN"], k["CC"], k["LF"]]) | (
         (kind == k["AC"]) & (u_sp < 0.7)) | ((kind == k["LA"]) & (u_sp < 0.6))
     n_children = np.zeros(n, dtype=np.int64)
-    n_children = np.where(kind == k["CC"], draw_counts([0.42, 0.40, 0.13, 0.05], 1), n_children)
-    n_children = np.where(kind == k["LP"], draw_counts([0.52, 0.32, 0.11, 0.05], 1), n_children)
+    n_children = np.where(kind == k["CC"], draw_counts([0.46, 0.39, 0.11, 0.04], 1), n_children)
+    n_children = np.where(kind == k["LP"], draw_counts([0.55, 0.31, 0.10, 0.04], 1), n_children)
     n_children = np.where(kind == k["LF"], draw_counts([0.7, 0.3], 5), n_children)
     n_children = np.where(kind == k["LA"], draw_counts([0.6, 0.25, 0.15], 0), n_children)
     n_extra = np.zeros(n, dtype=np.int64)
@@ -450,9 +500,9 @@ def generate_population(params: Mapping, rng: np.random.Generator) -> Survey:
     savings_interest_income = np.where(has_sav, sav, 0.0)
 
     has_div = adult & (rng.random(m) < 1 / (1 + np.exp(-(-2.6 + 1.3 * wealth))))
-    div, div_mu = _lognormal(rng, m, 1_200.0, 1.3)
+    div, div_mu = _lognormal(rng, m, 700.0, 1.3)
     div = div * np.exp(1.1 * wealth)
-    div = _pareto_tail(div, div_mu + 1.1 * wealth, 1.3, 100_000.0, 1.25)
+    div = _pareto_tail(div, div_mu + 1.1 * wealth, 1.3, 100_000.0, 1.35)
     dividend_income = np.where(has_div, div, 0.0)
 
     has_prop = adult & (rng.random(m) < 1 / (1 + np.exp(-(-3.2 + 0.8 * wealth))))
@@ -460,7 +510,7 @@ def generate_population(params: Mapping, rng: np.random.Generator) -> Survey:
     prop = _pareto_tail(prop, prop_mu, 1.0, 100_000.0, 1.8)
     property_income = np.where(has_prop, prop, 0.0)
 
-    state_pension = np.where(age >= _PENSION_AGE, np.round(9_000 + 3_000 * rng.beta(2.5, 2.0, m), 2), 0.0)
+    state_pension = np.where(age >= _PENSION_AGE, np.round(9_000 + 3_000 * rng.beta(1.5, 2.0, m), 2), 0.0)
 
     incomes = {
         "employment_income": employment_income,
@@ -484,12 +534,12 @@ def generate_population(params: Mapping, rng: np.random.Generator) -> Survey:
     old = head_age >= _PENSION_AGE
     lone = kind == k["LP"]
     sharers = (kind == k["SH"]) | la_sharers
-    scores = np.column_stack([
-        -1.6 - 3.0 * hh_rank + 1.0 * lone + 0.5 * is_scot + 0.3 * is_london,  # council
-        -1.2 - 3.0 * hh_rank + 0.9 * lone + 0.3 * is_london,  # housing association
-        -0.6 + 1.6 * young - 1.0 * hh_rank + 0.8 * is_london + 1.8 * sharers - 1.0 * old,  # private
-        -1.0 + 2.6 * old + 0.9 * (head_age >= 55) + 0.8 * hh_rank - 2.0 * young - 0.4 * is_london,  # outright
-        -1.2 + 1.5 * mid + 2.8 * hh_rank - 1.6 * old - 0.6 * sharers - 0.3 * is_london,  # mortgage
+    scores = _TENURE_INTERCEPTS + np.column_stack([
+        -3.0 * hh_rank + 1.0 * lone + 0.5 * is_scot + 0.3 * is_london,  # council
+        -3.0 * hh_rank + 0.9 * lone + 0.3 * is_london,  # housing association
+        1.6 * young - 1.0 * hh_rank + 0.8 * is_london + 1.8 * sharers - 1.0 * old,  # private
+        2.6 * old + 0.9 * (head_age >= 55) + 0.8 * hh_rank - 2.0 * young - 0.4 * is_london,  # outright
+        1.5 * mid + 2.8 * hh_rank - 1.6 * old - 0.6 * sharers - 0.3 * is_london,  # mortgage
     ])
     tenure_code = _categorical(rng, np.exp(scores))
     tenure = np.array(TENURE_TYPES, dtype=object)[tenure_code]
@@ -614,7 +664,8 @@ def misreport(survey: Survey, params: Mapping, rng: np.random.Generator) -> Surv
         cfg = p["misreporting"][benefit]
         x = person[col].to_numpy(dtype=float)
         reports = rng.random(len(x)) < cfg["report_rate"]
-        share = cfg["amount_share_min"] + (1.0 - cfg["amount_share_min"]) * rng.random(len(x))
+        lo, hi = cfg["amount_share_min"], cfg["amount_share_max"]
+        share = lo + (hi - lo) * rng.random(len(x))
         person[col] = np.where(reports, np.round(x * share, 2), 0.0)
     return Survey(person, survey.benunit, survey.household, survey.time_period, survey.source)
 
@@ -689,6 +740,31 @@ def concat_surveys(*surveys: Survey) -> Survey:
     )
 
 
+def draw_survey(population: Survey, params: Mapping | None, rng: np.random.Generator) -> Survey:
+    """Draw a survey from ``population`` with the world's whole design, weighted by its
+    *starting* weights: the responding sample (:func:`draw_sample`) with misreported benefits
+    (:func:`misreport`), each at the design weight ``population total / sample size``, then the
+    enhancement block (:func:`draw_enhancement`, copies numbered from the first power of ten above
+    the population's largest id) at ``enhancement_initial_weight``.
+
+    ``rng`` is split into sample, misreporting and enhancement streams; :func:`generate_world`
+    calls this, so a bootstrap replicate drawn with it follows the same design.
+    """
+    p = _params(params)
+    sample_rng, report_rng, enh_rng = rng.spawn(3)
+    sample = population.select_households(draw_sample(population, p, sample_rng))
+    sample = misreport(sample, p, report_rng)
+    design = float(population.weights.sum()) / sample.n_households
+    prior = np.full(sample.n_households, design)
+    enh_pos = draw_enhancement(population, p, enh_rng)
+    if len(enh_pos):
+        first_id = 10 ** len(str(int(population.household_ids.max())))
+        enhancement = copy_households(population, enh_pos, first_id + np.arange(len(enh_pos), dtype=np.int64))
+        sample = concat_surveys(sample, enhancement)
+        prior = np.concatenate([prior, np.full(len(enh_pos), p["enhancement_initial_weight"])])
+    return sample.with_weights(prior)
+
+
 # ---- targets -------------------------------------------------------------------------------------------
 def _band_filter(col: str, lo: float, hi: float) -> str:
     hi_s = "inf" if math.isinf(hi) else f"{hi:g}" if hi < 1e6 else str(int(hi))
@@ -735,13 +811,6 @@ def world_target_spec() -> pd.DataFrame:
             f = f"region={r};{col} in [0.01,inf)"
             add(f"persons/region={r}/{col} in [0.01,inf)", "", "person", "count", f)
             add(f"{col}/region={r}", col, "person", "sum", f"region={r}")
-    # Benefit caseloads and spend by region and family type, as DWP's Stat-Xplore publishes them.
-    for col in _REPORTED_BENEFITS.values():
-        for r in REGIONS:
-            for h in HOUSEHOLD_TYPES:
-                f = f"region={r};household_type={h}"
-                add(f"persons/{f.replace(';', '/')}/{col} in [0.01,inf)", "", "person", "count", f"{f};{col} in [0.01,inf)")
-                add(f"{col}/{f.replace(';', '/')}", col, "person", "sum", f)
     return pd.DataFrame(rows, columns=list(TARGET_COLUMNS))
 
 
@@ -753,18 +822,34 @@ def adam_calibrate(matrix, targets, initial_weights, *, steps: int = 1000, learn
 
     Minimises the mean over targets of ``((A^T w - t) / t)^2`` with ``w = exp(u)``, starting
     from ``u = log(initial_weights)``, for a fixed number of Adam steps (beta1 0.9, beta2
-    0.999, eps 1e-8, no weight decay). Nothing keeps the weights near their start, and Adam
-    moves every log-weight by about ``learning_rate`` per step whatever the size of its
-    gradient, so records that barely matter drift far: the source of the pathology.
+    0.999, eps 1e-8, no weight decay), optionally with PolicyEngine's dropout (each step a
+    random ``dropout_rate`` share of log-weights is replaced by the mean of the others).
+    Nothing keeps the weights near their start: where the targets cannot all be met (as with
+    under-reported benefits) the least-squares optimum puts the weight on few records, and
+    records that start tiny and do not help stay tiny.
 
     Args:
-        matrix: (N, M) sparse target matrix.
+        matrix: (N, M) target matrix (sparse or dense).
         targets: (M,) positive target values.
         initial_weights: (N,) positive starting weights.
+        steps: Adam steps.
+        learning_rate: Adam's step size (on log-weights).
+        dropout_rate: share of log-weights dropped per step (0 = none); needs ``rng``.
+        rng: the generator for dropout.
+        progress: show a progress bar.
 
     Returns:
-        ``(weights, loss_history)``; the history has ``steps + 1`` entries.
+        ``(weights, loss_history)``; the history has ``steps + 1`` entries (before each step
+        and after the last).
+
+    Raises:
+        ValueError: non-positive targets or starting weights, or dropout without ``rng``.
     """
+    if np.any(np.asarray(targets, dtype=float) <= 0) or np.any(np.asarray(initial_weights, dtype=float) <= 0):
+        raise ValueError("adam_calibrate needs positive targets (relative errors) and positive starting "
+                         "weights (log-weights); drop zero targets and give zero-weight records a tiny weight")
+    if dropout_rate > 0 and rng is None:
+        raise ValueError("adam_calibrate: dropout_rate > 0 needs rng (a numpy Generator)")
     A = sp.csr_matrix(matrix, dtype=float)
     At = A.T.tocsr()
     t = np.asarray(targets, dtype=float)
@@ -783,6 +868,8 @@ def adam_calibrate(matrix, targets, initial_weights, *, steps: int = 1000, learn
             # PolicyEngine's dropout: a random share of log-weights is replaced by the mean of
             # the others for this step's loss; gradients flow to the others through the mean.
             drop = rng.random(len(u)) < dropout_rate
+            if drop.all():  # nothing left to take the mean of: skip dropout this step
+                drop[:] = False
             kept = ~drop
             u_d = np.where(drop, u[kept].mean(), u)
             w_d = np.exp(u_d)
@@ -829,29 +916,30 @@ def generate_world(params: Mapping | None = None, rng: np.random.Generator | Non
     Args:
         params: the ``world`` section of params.yaml (see :data:`DEFAULT_PARAMS`; missing keys
             take the defaults, unknown keys are an error).
-        rng: the random generator; by default ``numpy.random.default_rng(params["seed"])``.
-            Population, sample and enhancement use independent child streams, so changing
-            the sample size leaves the population unchanged.
+        rng: the random generator; by default ``numpy.random.default_rng(params["seed"])``
+            (``seed`` is then ignored). Population, sample, misreporting, enhancement and
+            calibration use independent child streams, so e.g. changing the sample size leaves
+            the population unchanged.
         progress: show progress bars.
+
+    Returns:
+        A :class:`World`. ``survey`` holds the sample (population ids, household order) then the
+        enhancement block; its ``household_weight`` is the calibrated weight.
 
     Raises:
         ParameterError: an unknown or invalid param (named).
     """
     p = _params(params)
     rng = np.random.default_rng(p["seed"]) if rng is None else rng
-    pop_rng, sample_rng, enh_rng, cal_rng, report_rng = rng.spawn(5)
-    bar = tqdm(total=5, desc="world", disable=not progress, leave=False)
+    pop_rng, survey_rng, cal_rng = rng.spawn(3)
+    bar = tqdm(total=4, desc="world", disable=not progress, leave=False)
 
     population = add_reported_benefits(generate_population(p, pop_rng))
     bar.update()
-
-    sample = population.select_households(draw_sample(population, p, sample_rng))
-    sample = misreport(sample, p, report_rng)
-    enh_pos = draw_enhancement(population, p, enh_rng)
+    stacked = draw_survey(population, p, survey_rng)
+    initial = stacked.weights
+    n_s = p["sample_households"]
     n_pop = population.n_households
-    first_id = 10 ** len(str(int(population.household_ids.max())))
-    enhancement = copy_households(population, enh_pos, first_id + np.arange(len(enh_pos), dtype=np.int64))
-    stacked = concat_surveys(sample, enhancement) if len(enh_pos) else sample
     bar.update()
 
     # Targets: population totals with each population household at its uniform weight.
@@ -868,24 +956,28 @@ def generate_world(params: Mapping | None = None, rng: np.random.Generator | Non
     t = targets["value"].to_numpy()
     bar.update()
 
-    total = population.weights.sum()
-    design = total / sample.n_households
-    initial = np.concatenate([np.full(sample.n_households, design),
-                              np.full(len(enh_pos), p["enhancement_initial_weight"])])
+    design = float(initial[0])
     weights, history = adam_calibrate(A, t, initial, steps=p["calibration_steps"],
                                       learning_rate=p["learning_rate"], dropout_rate=p["dropout_rate"],
                                       rng=cal_rng, progress=progress)
-    bar.update()
-
     survey = stacked.with_weights(weights)
+    # How much of each benefit's spend the sample reports, at design weights (the FRS's
+    # "capture" of administrative totals).
+    capture = {}
+    person_weight = population.weights[population.person_household_index()]
+    in_sample = survey.person_household_index() < n_s
+    for benefit, col in _REPORTED_BENEFITS.items():
+        pop_total = float(population.person[col].to_numpy() @ person_weight)
+        reported = float(survey.person.loc[in_sample, col].sum()) * design
+        capture[f"reported_capture_{benefit}"] = reported / pop_total if pop_total > 0 else 0.0
     rel = np.abs(A.T @ weights - t) / t
     rel_design = np.abs(A.T @ initial - t) / t
     metrics = {
         "n_population_households": n_pop,
         "n_population_persons": population.n_persons,
         "population_weight": float(population.weights[0]),
-        "n_sample_households": sample.n_households,
-        "n_enhancement_households": int(len(enh_pos)),
+        "n_sample_households": n_s,
+        "n_enhancement_households": survey.n_households - n_s,
         "n_records": survey.n_households,
         "n_targets": int(len(targets)),
         "n_targets_dropped": int((~keep).sum()),
@@ -898,7 +990,9 @@ def generate_world(params: Mapping | None = None, rng: np.random.Generator | Non
         "target_mean_rel_error": float(rel.mean()),
         "design_max_rel_error": float(rel_design.max()),
         "design_median_rel_error": float(np.median(rel_design)),
-        "enhancement_weight_share": float(weights[sample.n_households:].sum() / weights.sum()),
+        "enhancement_weight_share": float(weights[n_s:].sum() / weights.sum()),
+        "kish_ess_sample_share": weight_metrics(weights[:n_s])["kish_ess_share"],
+        **capture,
         **weight_metrics(weights),
     }
     bar.update()
