@@ -235,7 +235,7 @@ class _Dual:
         self._absA = None
         self.lower, self.upper = lower, upper
         self.c = t / d
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # zero priors: log(x/0)
             self.zlo = np.log(lower / w0)  # -inf where lower == 0
             self.zhi = np.log(upper / w0)  # +inf where uncapped
 
