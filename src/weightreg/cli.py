@@ -222,6 +222,7 @@ def run_loop(survey_path, targets_path, model_path, params, *, out_path, metrics
         max_offspring=positive(params, "loop.max_offspring", integer=True),
         conditioning_fractions=tuple(fractions) if len(fractions) == 2 else list(fractions),
         penalty=positive(params, "loop.penalty", section.get("penalty"), allow_none=True),
+        patience=positive(params, "loop.patience", section.get("patience", 2), integer=True),
         surface=_surface_kwargs(params),
         progress=progress,
         log=print if progress else None,

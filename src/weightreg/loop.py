@@ -7,6 +7,7 @@ Each round:
    PolicyEngine, some household values depend on other households' weights;
 2. take up to ``records_per_round`` households above the threshold, worst first, among those the
    flat representation covers (others are reported, never truncated);
+   The heaviest offenders go first: splitting a large weight spreads the most mass;
 3. split each one's weight into ``k`` equal pieces, ``k`` from its worst influence
    (:func:`weightreg.offspring.pieces_needed`), capped at ``max_offspring + 1``: the parent keeps
    one piece and ``k - 1`` offspring sampled near it (:func:`weightreg.generator.sample_offspring`)
@@ -14,8 +15,8 @@ Each round:
 4. recalibrate to the targets with the entropy-regularised solver, prior = the split weights, so
    the solution stays as close to them as the targets allow;
 
-and stops when no record is above the threshold, when a round makes no progress (neither fewer
-records above the threshold nor a lower maximum influence), or after ``max_rounds``.
+and stops when no record is above the threshold, when ``patience`` rounds make no progress (neither fewer
+records above the threshold, nor a lower maximum influence, nor a 1% higher Kish ESS), or after ``max_rounds``.
 """
 
 from __future__ import annotations
@@ -93,7 +94,9 @@ def _stalled(rows: list[dict], patience: int) -> bool:
     earlier, recent = rows[:-patience], rows[-patience:]
     keys = ("records_above", "baseline_records_above", "max_influence")
     best = {k: min(r[k] for r in earlier) for k in keys}
-    return not any(r[k] < best[k] for r in recent for k in keys)
+    best_ess = max(r["ess"] for r in earlier)
+    improved = any(r[k] < best[k] for r in recent for k in keys) or any(r["ess"] > 1.01 * best_ess for r in recent)
+    return not improved
 
 
 def _target_error(survey: Survey, targets: pd.DataFrame) -> float:
@@ -183,7 +186,8 @@ def regularise_loop(
         if round_number > 0 and _stalled(rows, patience):
             message = (
                 f"stopped after round {round_number}: no progress for {patience} round(s) (neither fewer records "
-                f"above the threshold, on all surfaces or on the baseline, nor a lower max influence; now "
+                f"above the threshold, on all surfaces or on the baseline, nor a lower max influence, nor a Kish "
+                f"ESS 1% higher; now "
                 f"{row['records_above']} records above, max influence {row['max_influence']:.4f})"
             )
             break
@@ -199,7 +203,10 @@ def regularise_loop(
         eligible_ids = current.household_ids[extraction.eligible]
         rec = diag.records
         offenders = rec[(rec["max_influence"] > threshold) & (rec["weight"] > 0)]
-        offenders = offenders.sort_values(["max_influence", "weight"], ascending=[False, False], kind="stable")
+        # Heaviest offenders first: splitting a large weight spreads the most mass (and raises ESS the
+        # most); an offender with a small weight is usually the lone contributor to a thin cell, which
+        # only offspring landing in that cell can fix.
+        offenders = offenders.sort_values(["weight", "max_influence"], ascending=[False, False], kind="stable")
         is_eligible = offenders["household_id"].isin(eligible_ids)
         ineligible.extend(offenders.loc[~is_eligible, "household_id"].tolist())
         offenders = offenders[is_eligible].head(records_per_round)
