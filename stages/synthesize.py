@@ -2,13 +2,8 @@
 
 import argparse
 
-import numpy as np
-
-from weightreg.atomic import write_json
-from weightreg.params import get, load_params
-from weightreg.policyengine_format import write_survey
-from weightreg.targets import write_targets
-from weightreg.world import generate_world
+from weightreg.cli import run_world
+from weightreg.params import load_params
 
 
 def main(argv=None):
@@ -17,12 +12,7 @@ def main(argv=None):
     parser.add_argument("--out", default="data")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    world_params = get(load_params(args.params), "world")
-    world = generate_world(world_params, rng=np.random.default_rng(get(world_params, "seed")), progress=not args.quiet)
-    write_survey(world.population, f"{args.out}/population.h5")
-    write_survey(world.survey, f"{args.out}/survey.h5")
-    write_targets(world.targets, f"{args.out}/targets.csv")
-    write_json(world.metrics, "metrics/synthesize.json")
+    run_world(load_params(args.params), args.out, "metrics/synthesize.json", progress=not args.quiet)
 
 
 if __name__ == "__main__":

@@ -111,8 +111,13 @@ HH = {
     9: (9, 10.0, {}, {901: {}}, [P(9001, 901, 17, is_household_head=True, is_benunit_head=True)]),
     # 10: owner-occupiers with rent: ineligible.
     10: (10, 30.0, {"rent": 100.0}, {1001: {}}, [P(10001, 1001, 50, is_household_head=True, is_benunit_head=True)]),
+    # 11: a lone parent with a disabled child: eligible (children carry their own disability flag).
+    11: (11, 25.0, {}, {1101: {}}, [
+        P(11001, 1101, 34, is_household_head=True, is_benunit_head=True),
+        P(11002, 1101, 9, is_disabled_for_benefits=True),
+    ]),
 }
-ELIGIBLE = (1, 2, 3, 5, 6)
+ELIGIBLE = (1, 2, 3, 5, 6, 11)
 EXPECTED_REASONS = {
     4: "too_many_adults",
     7: "child_outside_head_benunit",
@@ -176,8 +181,8 @@ def test_spec_layouts_and_columns(spec):
     assert spec.layout_units()["couple_plus_single"] == ("couple", "single")
     cols = spec.columns()
     assert len(cols) == len(set(cols))
-    # 5 household + 3 structure + 3 * 15 adult + 3 * 3 unit + 4 * 2 child columns.
-    assert len(cols) == 5 + 3 + 45 + 9 + 8
+    # 5 household + 3 structure + 3 * 15 adult + 3 * 3 unit + 4 * 3 child columns (age, gender, disability).
+    assert len(cols) == 5 + 3 + 45 + 9 + 12
     kinds = spec.column_kinds()
     assert list(kinds) == cols
     assert kinds["adult2_age"] == "integer" and kinds["n_children"] == "integer"
@@ -230,10 +235,10 @@ def test_eligibility_and_reasons(survey, extraction):
     total = sum(h[1] for h in HH.values())
     assert inel.loc[4, "weight_share"] == pytest.approx(50.0 / total)
     summary = extraction.summary
-    assert summary["n_households"] == 10 and summary["n_eligible"] == 5 and summary["n_ineligible"] == 5
+    assert summary["n_households"] == 11 and summary["n_eligible"] == 6 and summary["n_ineligible"] == 5
     assert summary["ineligible_weight_share"] == pytest.approx((50 + 60 + 40 + 10 + 30) / total)
     assert summary["by_reason"]["too_many_adults"] == {"households": 1, "weight_share": pytest.approx(50 / total)}
-    assert "5 of 10 households eligible" in extraction.describe()
+    assert "6 of 11 households eligible" in extraction.describe()
 
 
 def test_extracted_slots_are_per_adult(extraction):
@@ -281,6 +286,16 @@ def test_build_of_extract_reproduces_covered_households(survey, spec, extraction
     assert canonical(built, spec) == canonical(covered, spec)
     # Columns not modelled do not survive.
     assert "employment_status" not in built.person and "household_extra" not in built.household
+
+
+def test_disabled_child_is_a_feature_and_survives_the_round_trip(extraction, spec):
+    row = extraction.features.loc[[11]]
+    assert bool(row["child1_is_disabled_for_benefits"].iloc[0]) is True
+    assert bool(row["adult1_is_disabled_for_benefits"].iloc[0]) is False
+    built = build(row, spec, household_ids=[11])
+    child = built.person[built.person["age"] < 16]
+    assert child["is_disabled_for_benefits"].tolist() == [True]
+    pd.testing.assert_frame_equal(extract(built, spec).features, row, check_dtype=False)
 
 
 def test_multi_earner_household_carries_exactly_the_row_incomes(extraction, spec):
@@ -369,7 +384,7 @@ def test_non_canonical_survey_values_make_households_ineligible(survey, spec):
     inel = e.ineligible.set_index("household_id")["reason"]
     assert inel[2] == "non_integer" and inel[3] == "negative_amount" and inel[5] == "non_finite_value"
     assert inel[6] == "negative_amount"
-    assert e.features.index.tolist() == [1]
+    assert e.features.index.tolist() == [1, 11]
 
 
 def test_larger_limits_cover_more(survey):
@@ -414,6 +429,7 @@ def random_rows(spec: FeatureSpec, rng: np.random.Generator, n: int) -> pd.DataF
     for j in range(1, C + 1):
         cols[f"child{j}_age"] = rng.integers(0, 16, n).astype(float)
         cols[f"child{j}_gender"] = rng.choice(np.array(GENDERS, dtype=object), n)
+        cols[f"child{j}_is_disabled_for_benefits"] = rng.random(n) < 0.1
     rows = pd.DataFrame(cols)
     # Used slots must carry a real gender; unused ones may carry anything (normalise clears them).
     for i in range(1, A + 1):

@@ -65,6 +65,8 @@ def make_feature_table(spec: F.FeatureSpec, n: int, rng: np.random.Generator) ->
     for j in range(1, spec.max_children + 1):
         cols[f"child{j}_age"] = rng.integers(0, 16, n)
         cols[f"child{j}_gender"] = rng.choice(["MALE", "FEMALE"], n)
+        if "is_disabled_for_benefits" in spec.child_features:
+            cols[f"child{j}_is_disabled_for_benefits"] = rng.random(n) < 0.05
     rows = pd.DataFrame(cols, index=pd.Index(np.arange(1, n + 1) * 10, name="household_id"))
     rows = F.normalise(rows, spec)
     assert F.valid_rows(rows, spec).all()
@@ -273,6 +275,18 @@ def test_held_features_equal_the_parent_exactly(model, table, spec, fraction):
         pd.testing.assert_frame_equal(off[cols].reset_index(drop=True), expected, check_dtype=False)
     if fraction == 0.0:
         assert (off["held_columns"] == "").all()
+
+
+def test_always_hold_columns_equal_the_parent_in_every_offspring(model, table, spec):
+    parents = table.iloc[:10]
+    hold = ["region", "tenure_type", "adult1_age"]
+    off = G.sample_offspring(model, parents, 6, [0.0], np.random.default_rng(5), pool_size=300, always_hold=hold)
+    expected = parents.loc[off["parent_id"], hold].reset_index(drop=True)
+    pd.testing.assert_frame_equal(off[hold].reset_index(drop=True), expected, check_dtype=False)
+    # With fraction 0 nothing else is held (unless a completion needed it).
+    assert set(";".join(off["held_columns"]).split(";")) >= set(hold)
+    with pytest.raises(GeneratorError, match="not_a_column"):
+        G.sample_offspring(model, parents, 1, [0.5], np.random.default_rng(5), always_hold=["not_a_column"])
 
 
 def test_held_set_sizes_reach_the_target_by_whole_units(table, spec):

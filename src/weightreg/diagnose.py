@@ -325,6 +325,7 @@ def simulate_surface(
     age_bands: Sequence[int] = DEFAULT_AGE_BANDS,
     n_deciles: int = 10,
     progress: bool = False,
+    sweep=None,
 ) -> SurfaceData:
     """Simulate the baseline and each reform and collect per-household metric arrays.
 
@@ -344,6 +345,9 @@ def simulate_surface(
         age_bands: lower edges of the head's age bands.
         n_deciles: number of person-weighted income groups.
         progress: show a progress bar over reforms.
+        sweep: run the reforms as Dask tasks (:mod:`weightreg.sweep`): a
+            :class:`~weightreg.sweep.SweepSettings` or a ``distributed.Client``. ``None`` (the
+            default) runs them one after another in this process. The results are identical.
 
     Raises:
         ParameterError: a reform fails to apply (naming it), an unknown dimension, bad
@@ -403,10 +407,16 @@ def simulate_surface(
     baseline = np.vstack(rows) if rows else np.zeros((0, n))
     deltas = np.zeros((len(reforms), m, n))
     sim_rows = [i for i, s in enumerate(simulated) if s]
-    for k, p in enumerate(tqdm(reformed, desc="reforms", disable=not progress)):
-        result = simulate(inputs, parameters=p)
+    if sweep is not None and reformed:
+        from .sweep import SweepSettings, builtin_reform_results
+
+        where = {"settings": sweep} if isinstance(sweep, SweepSettings) else {"client": sweep}
+        outcomes = builtin_reform_results(inputs, reformed, [used[i] for i in sim_rows], progress=progress, **where)
+    else:
+        outcomes = (simulate(inputs, parameters=p).household for p in tqdm(reformed, desc="reforms", disable=not progress))
+    for k, result in enumerate(outcomes):
         for i in sim_rows:
-            values = result.household[used[i]].to_numpy(dtype=float)
+            values = np.asarray(result[used[i]], dtype=float)
             _check_finite(used[i], values, survey, f"reform {k} metric")
             np.subtract(values, baseline[i], out=deltas[k, i])
     return SurfaceData(

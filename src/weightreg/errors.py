@@ -40,3 +40,7 @@ class GeneratorError(WeightregError, RuntimeError):
 
 class FeatureError(WeightregError, ValueError):
     """A flat household row that cannot be built into a valid household."""
+
+
+class OptionalDependencyError(WeightregError, ImportError):
+    """A feature needs an optional extra that is not installed; the message says how to install it."""

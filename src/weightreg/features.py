@@ -32,7 +32,9 @@ Columns of a row (``spec.columns()``)
     ``bu{k}_would_claim_child_benefit`` (boolean). ``bu1`` is the head's unit; unit ``k`` is the
     ``k``-th unit met walking the adult slots in order.
 
-    child slots ``j = 1..max_children``: ``child{j}_age`` (integer 0-15), ``child{j}_gender``.
+    child slots ``j = 1..max_children``: ``child{j}_age`` (integer 0-15), ``child{j}_gender``,
+    ``child{j}_is_disabled_for_benefits`` (boolean; disabled children drive UC and Child Benefit
+    related entitlements, and households with one would otherwise be ineligible as parents).
     Children are kept in person order and always belong to the head's benefit unit.
 
     A feature whose source column is absent from the survey drops out of every slot; the source
@@ -67,8 +69,8 @@ What :func:`build` writes
     Persons: adult slots in order, then children; ids ``person_id = household_id * 1000 + p``,
     ``benunit_id = household_id * 100 + k`` (``p``, ``k`` 1-based); ``is_household_head`` on
     adult 1, ``is_benunit_head`` on the first adult of each unit, ``is_married`` true for
-    ``couple`` units only. Children carry zero amounts and false flags (a survey household whose
-    children carry any of those is ineligible). :func:`modelled_columns` lists every column build
+    ``couple`` units only. Children carry zero amounts and no adult flag but their own disability
+    (a survey household whose children carry any other is ineligible). :func:`modelled_columns` lists every column build
     writes. It writes the structural flags even when the survey lacks them (the round trip needs
     the head flag), so whoever mixes built households with the survey's must give the survey the
     same columns, or drop them.
@@ -149,6 +151,8 @@ ADULT_AMOUNTS = (
 SIGNED_AMOUNTS = ("self_employment_income",)
 ADULT_FLAGS = ("is_disabled_for_benefits",)
 PERSON_SOURCES = ("age", "gender") + ADULT_AMOUNTS + ADULT_FLAGS
+#: Flags children carry too (a child slot column each).
+CHILD_FLAGS = ("is_disabled_for_benefits",)
 BENUNIT_FLAGS = ("would_claim_uc", "would_claim_pc", "would_claim_child_benefit")
 #: ``is_married`` is read into the layout (couple vs cohabiting), not into a column of its own.
 BENUNIT_SOURCES = ("is_married",) + BENUNIT_FLAGS
@@ -438,7 +442,7 @@ class FeatureSpec:
 
     @property
     def child_features(self) -> tuple[str, ...]:
-        return tuple(c for c in ("age", "gender") if c in self.person_columns)
+        return tuple(c for c in ("age", "gender") + CHILD_FLAGS if c in self.person_columns)
 
     def columns(self) -> list[str]:
         """Every row column, in a fixed order."""
@@ -702,6 +706,9 @@ def _row_reasons(rows: pd.DataFrame, spec: FeatureSpec) -> _Reasons:
             g = v[f"child{j}_gender"]
             r.add("unknown_gender", used & ~np.isin(g, GENDERS))
             r.add("unused_slot_not_empty", ~used & (g != NONE))
+        for f in CHILD_FLAGS:
+            if f in spec.child_features:
+                r.add("unused_slot_not_empty", ~used & (v[f"child{j}_{f}"] != 0))
     return r
 
 
@@ -969,11 +976,11 @@ def extract(survey: Survey, spec: FeatureSpec | None = None) -> Extraction:
         expected[sa[new_unit]] = True
         reasons.add("benunit_head_flag_mismatch", per_household(st.unit_head_flag != expected))
 
-    # Children carry nothing but age and gender.
+    # Children carry nothing but age, gender and their child flags.
     children = np.flatnonzero(is_child)
     c_sorted, c_h, c_slot = st.c_sorted, st.c_h, st.c_slot
     for f in ADULT_AMOUNTS + ADULT_FLAGS:
-        if f in spec.person_columns:
+        if f in spec.person_columns and f not in spec.child_features:
             x = _as_float(P[f])[children]
             reasons.add(f"child_has_{f}", np.bincount(ph[children[~(x == 0)]], minlength=n_h) > 0)
 
@@ -1001,7 +1008,7 @@ def extract(survey: Survey, spec: FeatureSpec | None = None) -> Extraction:
             col[sh[m]] = values[sb[m]]
             raw[f"bu{k + 1}_{f}"] = col
     for f in spec.child_features:
-        values = _as_str(P[f]) if f == "gender" else age
+        values = _as_str(P[f]) if f == "gender" else (age if f == "age" else _as_float(P[f]))
         for j in range(C):
             col = np.full(n_h, NONE if f == "gender" else 0.0, dtype=object if f == "gender" else float)
             m = c_slot == j

@@ -1125,6 +1125,7 @@ def sample_offspring(
     pool_size: int | None = None,
     method: str = "pool",
     k_nearest: int = 5,
+    always_hold=(),
 ) -> pd.DataFrame:
     """``n`` synthetic offspring per parent, each holding a random share of the parent's features.
 
@@ -1140,6 +1141,9 @@ def sample_offspring(
             offspring))``; 100 parents x 20 offspring take about 2.3 s with a 10,000-row pool).
         method: ``pool`` (the only method; SDV's rejection sampling is not offered, see above).
         k_nearest: offspring draw their free columns from one of this many nearest pool rows.
+        always_hold: feature columns held in every offspring on top of the random share (e.g.
+            ``region``, ``tenure_type``, ``adult1_age``: the columns that place a household in the
+            slices of the reporting surface, so offspring dilute their parent in its own cells).
 
     Returns:
         One row per offspring, grouped by parent in ``parents``' order: ``parent_id``,
@@ -1196,6 +1200,14 @@ def sample_offspring(
     # 2. held sets
     meaningful = _meaningful(par, spec, lay)
     held = _held_sets(meaningful[parent_of], f, lay, rng)
+    unknown = [c for c in always_hold if c not in cols]
+    if unknown:
+        raise GeneratorError(
+            f"always_hold names {unknown} which are not feature columns of this model; choose from {cols}"
+        )
+    for c in always_hold:
+        j = cols.index(c)
+        held[:, j] |= meaningful[parent_of, j]
 
     # 3. matching
     K = min(len(pool), max(_RETRY_CANDIDATES, k_nearest))

@@ -122,6 +122,7 @@ def regularise_loop(
     tol: float = 1e-8,
     surface: dict | None = None,
     patience: int = 2,
+    always_hold=(),
     progress: bool = False,
     log=print,
 ) -> LoopResult:
@@ -142,6 +143,8 @@ def regularise_loop(
         tol: solver tolerance.
         surface: keyword arguments of :func:`weightreg.diagnose.simulate_surface` (metrics, dimensions, ...).
         patience: rounds without progress before stopping.
+        always_hold: feature columns every offspring keeps from its parent (see
+            :func:`weightreg.generator.sample_offspring`).
         progress: show progress bars.
         log: called with one line per round (``None`` for silence).
     """
@@ -216,7 +219,8 @@ def regularise_loop(
         pieces = pieces_needed(offenders["max_influence"].to_numpy(), threshold, max_offspring + 1)
         parent_ids = offenders["household_id"].to_numpy()
         parent_features = extraction.features.loc[parent_ids]
-        sampled = sample_offspring(model, parent_features, pieces - 1, conditioning_fractions, rng)
+        sampled = sample_offspring(model, parent_features, pieces - 1, conditioning_fractions, rng,
+                                   always_hold=always_hold)
         spawned = spawn(current, parent_ids, pieces, sampled, parent_features, spec, round_number + 1)
         candidate = spawned.survey
         tm = build_target_matrix(candidate, targets)

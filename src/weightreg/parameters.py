@@ -311,6 +311,7 @@ def random_reforms(
     low: float = 0.8,
     high: float = 1.2,
     paths: Sequence[str] = REFORMABLE_PATHS,
+    valid_paths: Sequence[str] | None = None,
 ) -> list[dict]:
     """``k`` random reforms, each scaling ``n_params[0]``..``n_params[1]`` (inclusive) distinct
     paths by multipliers drawn from U(``low``, ``high``).
@@ -318,14 +319,17 @@ def random_reforms(
     Returns:
         A list of ``{path: {"multiply": m}}`` dicts; the same ``rng`` state gives the same list.
 
+    ``valid_paths`` are the paths ``paths`` must come from: the packaged parameters' when
+    ``None``; another model's (PolicyEngine UK's) when its reforms are drawn here.
+
     Raises:
-        ParameterError: if a path is not a parameter of the packaged file.
+        ParameterError: if a path is not a parameter of the packaged file (or of ``valid_paths``).
         ValueError: for a negative ``k``, bad ``n_params`` or multiplier range.
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
         raise ValueError(f"k must be a non-negative integer, got {k!r}")
     paths = list(dict.fromkeys(paths))  # distinct, order kept
-    valid = _packaged_parameters().paths()
+    valid = _packaged_parameters().paths() if valid_paths is None else list(valid_paths)
     for p in paths:
         if p not in valid:
             raise _unknown_path_error(p, valid)
