@@ -178,6 +178,29 @@ def test_evaluate_surface_equals_dense_brute_force():
     expected = [names[j] if dense[r, j] > 0 else "" for r, j in enumerate(dense.argmax(axis=1))]
     assert d.records["worst_statistic"].tolist() == expected
     assert d.n_statistics == dense.shape[1]
+    # Thin statistics: fewer than 1 / 0.1 = 10 contributing records (non-zero mass).
+    contributors = (dense > 0).sum(axis=0)
+    thin = (contributors > 0) & (contributors < 10)
+    assert d.n_thin_statistics == int(thin.sum()) > 0
+    np.testing.assert_allclose(d.records["max_influence_not_thin"], (dense * ~thin).max(axis=1), rtol=1e-12)
+    above = dense.max(axis=1) > 0.1
+    assert d.n_above_thin_only == int((above & ((dense * ~thin).max(axis=1) <= 0.1)).sum())
+
+
+def test_thin_statistics_hand_case():
+    # Cell a: 3 contributors (and a zero): thin at threshold 0.05 (needs 20). Cell b: 25 equal masses.
+    n = 29
+    codes = np.array([0] * 4 + [1] * 25)
+    x = np.array([1.0, 2.0, 3.0, 0.0] + [1.0] * 25)
+    data = SurfaceData(np.arange(n), np.ones(n), ("x",), x[None, :], np.zeros((0, 1, n)), (),
+                       (Slice("g", codes, ("a", "b")),))
+    d = evaluate_surface(data, threshold=0.05)
+    assert d.n_thin_statistics == 1  # cell a; the whole population (28 contributors) and b are not thin
+    # Shares 1/6, 2/6, 3/6 in a (all above); of the whole population's mass 31: 1/31, 2/31, 3/31,
+    # so the records with 2 and 3 are also above (0.065, 0.097) on a statistic that is not thin.
+    assert d.n_above == 3 and d.n_above_thin_only == 1
+    np.testing.assert_allclose(d.records["max_influence_not_thin"].to_numpy()[:4], [1 / 31, 2 / 31, 3 / 31, 0.0])
+    assert d.to_metrics()["records_above_threshold_thin_only"] == 1
 
 
 # ---- slices ------------------------------------------------------------------------------------
@@ -294,7 +317,9 @@ def test_diagnose_report_shapes_and_metrics_json(small_random_survey):
     s = small_random_survey
     d = diagnose(s, n_reforms=3, rng=np.random.default_rng(1), threshold=0.05)
     assert isinstance(d, Diagnosis)
-    assert list(d.records.columns) == ["household_id", "weight", "max_influence", "worst_statistic", "violations"]
+    assert list(d.records.columns) == [
+        "household_id", "weight", "max_influence", "max_influence_not_thin", "worst_statistic", "violations"
+    ]
     assert d.records["household_id"].tolist() == s.household_ids.tolist()
     assert d.records["max_influence"].between(0, 1).all()
     assert d.n_above == int((d.records["max_influence"] > 0.05).sum())

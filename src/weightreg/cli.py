@@ -34,16 +34,17 @@ DEFAULT_PARAMS = {
         "seed": 1,
         "training_rows": "weighted",
         "max_adults": 3,
-        "max_children": 4,
+        "max_children": 6,
         "hyperparameters": {"epochs": 30, "batch_size": 500},
     },
     "loop": {
         "seed": 11,
-        "records_per_round": 100,
+        "records_per_round": 400,
         "max_rounds": 8,
         "max_offspring": 20,
         "patience": 2,
         "conditioning_fractions": [0.2, 0.8],
+        "always_hold": ["region", "tenure_type", "adult1_age"],
         "penalty": 0.01,
     },
     "recalibrate": {"bounds": None, "tol": 1.0e-8, "max_iter": 500, "prune": 1.0},
@@ -255,9 +256,15 @@ def run_loop(survey_path, targets_path, model_path, params, *, out_path, metrics
     targets = read_targets(targets_path, survey)
     model = load_generator(model_path)
     fractions = section.get("conditioning_fractions", [0.2, 0.8])
+    if get(params, "simulator", "builtin") == "policyengine":
+        from .policyengine_backend import reforms_from_params as pe_reforms
+
+        reforms = pe_reforms(params)
+    else:
+        reforms = reforms_from_params(params)
     result = regularise_loop(
         survey, targets, model,
-        reforms=reforms_from_params(params),
+        reforms=reforms,
         rng=np.random.default_rng(int(get(params, "loop.seed"))),
         threshold=float(get(params, "threshold")),
         records_per_round=positive(params, "loop.records_per_round", integer=True),
@@ -267,6 +274,7 @@ def run_loop(survey_path, targets_path, model_path, params, *, out_path, metrics
         penalty=positive(params, "loop.penalty", section.get("penalty"), allow_none=True),
         patience=positive(params, "loop.patience", section.get("patience", 2), integer=True),
         always_hold=tuple(section.get("always_hold") or ()),
+        simulate=lambda survey, reforms: simulate_surface_from_params(survey, params, reforms=reforms),
         surface=_surface_kwargs(params),
         progress=progress,
         log=print if progress else None,

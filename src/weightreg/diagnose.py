@@ -461,6 +461,11 @@ class Diagnosis:
         reforms: the reform dicts, in order.
         threshold: the influence threshold.
         n_statistics: statistics scanned (surfaces x metrics x cells, whole population included).
+        n_thin_statistics: statistics with fewer than ``1 / threshold`` contributing records (non-zero
+            value). In such a cell some record's share is at least ``1 / n > threshold`` whatever
+            the weights: no reweighting can fix it, only more contributing households can.
+        n_above_thin_only: households above the threshold only on thin statistics (their
+            ``max_influence_not_thin`` in ``records`` is at most ``threshold``).
         timings: seconds spent ``simulate_s`` and ``influence_s`` (not in :meth:`to_metrics`: they
             vary run to run).
     """
@@ -479,6 +484,8 @@ class Diagnosis:
     threshold: float
     n_statistics: int
     timings: dict[str, float] = field(default_factory=dict)
+    n_thin_statistics: int = 0
+    n_above_thin_only: int = 0
 
     def to_metrics(self) -> dict:
         """Numbers only, JSON-able and deterministic for the same inputs (for DVC metrics)."""
@@ -496,6 +503,8 @@ class Diagnosis:
             "n_dropped_metrics": len(self.dropped_metrics),
             "n_reforms": len(self.reforms),
             "n_statistics": int(self.n_statistics),
+            "thin_statistics": int(self.n_thin_statistics),
+            "records_above_threshold_thin_only": int(self.n_above_thin_only),
             "min_slice_ess": float(populated["ess"].min()) if len(populated) else 0.0,
             "empty_slices": int((cells["n_records"] == 0).sum()),
         }
@@ -516,6 +525,9 @@ class Diagnosis:
             f"(baseline + {len(self.reforms)} reforms) x slices",
             f"Households above influence threshold {self.threshold:g}: {self.n_above:,}; "
             f"max influence {self.max_influence:.4f} (household {self.worst_household_id}, {self.worst_statistic or '-'})",
+            f"Of those, {self.n_above_thin_only:,} exceed it only on thin statistics (fewer than "
+            f"{_min_contributors(self.threshold)} contributing households: {self.n_thin_statistics:,} such statistics), "
+            "which no reweighting can fix",
         ]
         for what, dropped in (("metric", self.dropped_metrics), ("dimension", self.dropped_dimensions)):
             for name, reason in dropped.items():
@@ -611,8 +623,12 @@ def evaluate_surface(
     n_dims = len(slices)
     slots = [len(s.labels) + 1 for s in slices]
     tracker = InfluenceTracker(n, threshold)
-    for stat_id, share in _shares(data, w, slices, progress):
+    not_thin = InfluenceTracker(n, threshold)
+    n_thin = 0
+    for stat_id, share, thin, thin_cells in _shares(data, w, slices, progress, _min_contributors(threshold)):
         tracker.update(share, stat_id)
+        not_thin.update(np.where(thin, 0.0, share), stat_id)
+        n_thin += thin_cells
 
     # Readable names only for the distinct (statistic batch, cell) pairs that are someone's worst.
     stat = tracker.argmax
@@ -632,6 +648,7 @@ def evaluate_surface(
             "household_id": data.household_id,
             "weight": w,
             "max_influence": tracker.max_influence,
+            "max_influence_not_thin": not_thin.max_influence,
             "worst_statistic": names,
             "violations": tracker.violations,
         }
@@ -653,6 +670,8 @@ def evaluate_surface(
         reforms=tuple(data.reforms),
         threshold=float(threshold),
         n_statistics=int((1 + k_reforms) * m * cells_per_surface),
+        n_thin_statistics=int(n_thin),
+        n_above_thin_only=int(((tracker.max_influence > threshold) & (not_thin.max_influence <= threshold)).sum()),
         timings={"simulate_s": float(data.simulate_seconds), "influence_s": time.perf_counter() - start},
     )
 
@@ -673,11 +692,19 @@ def _evaluation_slices(data: SurfaceData, w: np.ndarray) -> list[Slice]:
     return slices
 
 
-def _shares(data: SurfaceData, w: np.ndarray, slices: list[Slice], progress: bool = False):
-    """Yield ``(statistic batch id, per-record share)`` for every (surface, metric, dimension).
+def _min_contributors(threshold: float) -> int:
+    """The fewest contributing records a statistic needs for every share to be able to stay at or
+    below ``threshold`` (equal masses give ``1/n``)."""
+    return int(np.ceil(1.0 / threshold - 1e-9)) if threshold > 0 else np.iinfo(np.int64).max
+
+
+def _shares(data: SurfaceData, w: np.ndarray, slices: list[Slice], progress: bool = False, min_contributors: int = 1):
+    """Yield ``(statistic batch id, per-record share, thin, thin cells)`` for every (surface,
+    metric, dimension).
 
     The batch id is ``(surface x M + metric) x D + dimension``; a record's share is of the cell it
-    falls in. Metric arrays that are all zero (a reform that does not touch the metric) are skipped,
+    falls in. ``thin`` marks records in a cell with fewer than ``min_contributors`` records of
+    non-zero mass; ``thin cells`` counts such cells (with any mass) in the batch. Metric arrays that are all zero (a reform that does not touch the metric) are skipped,
     since every share on them is 0.
     """
     n, m = data.n_records, len(data.metrics)
@@ -694,8 +721,13 @@ def _shares(data: SurfaceData, w: np.ndarray, slices: list[Slice], progress: boo
             mass = np.abs(w * values[i])
             if not mass.any():
                 continue
+            positive = (mass > 0).astype(float)
             for d in range(n_dims):
-                yield (surface * m + i) * n_dims + d, shares_from_mass(mass, shifted[d], slots[d])
+                count = np.bincount(shifted[d], weights=positive, minlength=slots[d])
+                count[0] = 0
+                thin_cell = (count > 0) & (count < min_contributors)
+                yield ((surface * m + i) * n_dims + d, shares_from_mass(mass, shifted[d], slots[d]),
+                       thin_cell[shifted[d]], int(thin_cell.sum()))
 
 
 def _statistic_name(data: SurfaceData, slices: list[Slice], batch: int, cell: int) -> str:
@@ -718,7 +750,7 @@ def influence_table(data: SurfaceData, positions, weights=None, top_statistics: 
     positions = np.asarray(positions, dtype=np.intp)
     slices = _evaluation_slices(data, w)
     rows = []  # (batch, cell, shares of the selected records)
-    for stat_id, share in _shares(data, w, slices):
+    for stat_id, share, _, _ in _shares(data, w, slices):
         cells = slices[stat_id % len(slices)].codes[positions]
         picked = share[positions]
         for cell in np.unique(cells[picked > 0]):

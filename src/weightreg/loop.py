@@ -5,9 +5,12 @@ Each round:
 1. diagnose the current survey on the reporting surface (baseline and the same random reforms as
    ``diagnose``); the metrics are re-simulated every round, since new households arrived and, with
    PolicyEngine, some household values depend on other households' weights;
-2. take up to ``records_per_round`` households above the threshold, worst first, among those the
-   flat representation covers (others are reported, never truncated);
-   The heaviest offenders go first: splitting a large weight spreads the most mass;
+2. take up to ``records_per_round`` households above the threshold, among those the flat
+   representation covers (others are reported, never truncated). Households above it on a statistic
+   that is not *thin* go first, heaviest first: splitting a large weight spreads the most mass. A
+   thin statistic has fewer than ``1 / threshold`` contributing households, so some share exceeds
+   the threshold whatever the weights; only offspring landing in its cell can help, so households
+   above the threshold only on thin statistics come last;
 3. split each one's weight into ``k`` equal pieces, ``k`` from its worst influence
    (:func:`weightreg.offspring.pieces_needed`), capped at ``max_offspring + 1``: the parent keeps
    one piece and ``k - 1`` offspring sampled near it (:func:`weightreg.generator.sample_offspring`)
@@ -16,7 +19,8 @@ Each round:
    the solution stays as close to them as the targets allow;
 
 and stops when no record is above the threshold, when ``patience`` rounds make no progress (neither fewer
-records above the threshold, nor a lower maximum influence, nor a 1% higher Kish ESS), or after ``max_rounds``.
+records above the threshold, on all statistics or on those that are not thin, nor a lower maximum
+influence, nor a 1% higher Kish ESS), or after ``max_rounds``.
 """
 
 from __future__ import annotations
@@ -72,7 +76,13 @@ class LoopResult:
             "households_after": int(len(self.after.records)),
             "records_above_threshold_before": int(self.before.n_above),
             "records_above_threshold_after": int(self.after.n_above),
+            "baseline_records_above_threshold_before": int(self.trace["baseline_records_above"].iloc[0]),
             "baseline_records_above_threshold_after": int(self.trace["baseline_records_above"].iloc[-1]),
+            "records_above_threshold_not_thin_before": int(self.trace["records_above_not_thin"].iloc[0]),
+            "records_above_threshold_not_thin_after": int(self.trace["records_above_not_thin"].iloc[-1]),
+            "baseline_records_above_threshold_not_thin_after": int(
+                self.trace["baseline_records_above_not_thin"].iloc[-1]
+            ),
             "max_influence_before": float(self.before.max_influence),
             "max_influence_after": float(self.after.max_influence),
             "ess_before": float(self.before.kish.kish_ess),
@@ -92,11 +102,20 @@ def _stalled(rows: list[dict], patience: int) -> bool:
     if len(rows) <= patience:
         return False
     earlier, recent = rows[:-patience], rows[-patience:]
-    keys = ("records_above", "baseline_records_above", "max_influence")
+    keys = ("records_above", "baseline_records_above", "records_above_not_thin", "max_influence")
     best = {k: min(r[k] for r in earlier) for k in keys}
     best_ess = max(r["ess"] for r in earlier)
     improved = any(r[k] < best[k] for r in recent for k in keys) or any(r["ess"] > 1.01 * best_ess for r in recent)
     return not improved
+
+
+def _thin_note(diag: Diagnosis) -> str:
+    need = int(np.ceil(1.0 / diag.threshold - 1e-9))
+    return (
+        f"{diag.n_above_thin_only} of the records above exceed it only on thin statistics ({diag.n_thin_statistics} "
+        f"statistics have fewer than {need} contributing households, so some share exceeds {diag.threshold:g} "
+        "whatever the weights; only more households in those cells can fix them)"
+    )
 
 
 def _target_error(survey: Survey, targets: pd.DataFrame) -> float:
@@ -123,6 +142,7 @@ def regularise_loop(
     surface: dict | None = None,
     patience: int = 2,
     always_hold=(),
+    simulate=None,
     progress: bool = False,
     log=print,
 ) -> LoopResult:
@@ -145,6 +165,8 @@ def regularise_loop(
         patience: rounds without progress before stopping.
         always_hold: feature columns every offspring keeps from its parent (see
             :func:`weightreg.generator.sample_offspring`).
+        simulate: ``simulate(survey, reforms) -> SurfaceData`` (e.g. the PolicyEngine backend via
+            :func:`weightreg.cli.simulate_surface_from_params`); default: the builtin model with ``surface``.
         progress: show progress bars.
         log: called with one line per round (``None`` for silence).
     """
@@ -163,13 +185,16 @@ def regularise_loop(
     success = False
     nit = 0
     for round_number in tqdm(range(max_rounds + 1), desc="rounds", disable=not progress):
-        data = simulate_surface(current, reforms=reforms, **surface)
+        data = simulate(current, reforms) if simulate else simulate_surface(current, reforms=reforms, **surface)
         diag = evaluate_surface(data, threshold=threshold)
+        base = evaluate_surface(baseline_only(data), threshold=threshold)
         first = first or diag
         row = {
             "iteration": round_number,
             "records_above": diag.n_above,
-            "baseline_records_above": evaluate_surface(baseline_only(data), threshold=threshold).n_above,
+            "records_above_not_thin": diag.n_above - diag.n_above_thin_only,
+            "baseline_records_above": base.n_above,
+            "baseline_records_above_not_thin": base.n_above - base.n_above_thin_only,
             "max_influence": diag.max_influence,
             "ess": diag.kish.kish_ess,
             "max_rel_target_error": target_error,
@@ -180,7 +205,9 @@ def regularise_loop(
         if log:
             log(
                 f"round {round_number}: {diag.n_above} records above {threshold:g} "
-                f"({row['baseline_records_above']} on the baseline), max influence {diag.max_influence:.4f}, "
+                f"({row['records_above_not_thin']} on statistics that are not thin; "
+                f"{row['baseline_records_above']} on the baseline, {row['baseline_records_above_not_thin']} not thin), "
+                f"max influence {diag.max_influence:.4f}, "
                 f"ESS {diag.kish.kish_ess:,.0f}, max target error {target_error:.2e}, households added {added}"
             )
         if diag.n_above == 0:
@@ -191,25 +218,30 @@ def regularise_loop(
                 f"stopped after round {round_number}: no progress for {patience} round(s) (neither fewer records "
                 f"above the threshold, on all surfaces or on the baseline, nor a lower max influence, nor a Kish "
                 f"ESS 1% higher; now "
-                f"{row['records_above']} records above, max influence {row['max_influence']:.4f})"
+                f"{row['records_above']} records above, max influence {row['max_influence']:.4f}); "
+                + _thin_note(diag)
             )
             break
         if round_number == max_rounds:
             message = (
                 f"reached max_rounds={max_rounds} with {diag.n_above} records still above the threshold "
                 f"(max influence {diag.max_influence:.4f} on {diag.worst_statistic}); raise loop.max_rounds or "
-                "loop.max_offspring, or review statistics that only a handful of households can contribute to"
+                "loop.max_offspring; " + _thin_note(diag)
             )
             break
 
         extraction = F.extract(current, spec)
         eligible_ids = current.household_ids[extraction.eligible]
         rec = diag.records
-        offenders = rec[(rec["max_influence"] > threshold) & (rec["weight"] > 0)]
-        # Heaviest offenders first: splitting a large weight spreads the most mass (and raises ESS the
-        # most); an offender with a small weight is usually the lone contributor to a thin cell, which
-        # only offspring landing in that cell can fix.
-        offenders = offenders.sort_values(["weight", "max_influence"], ascending=[False, False], kind="stable")
+        offenders = rec[(rec["max_influence"] > threshold) & (rec["weight"] > 0)].copy()
+        # Offenders on statistics that are not thin first, heaviest first: splitting a large weight
+        # spreads the most mass (and raises ESS the most). Offenders only on thin statistics can be
+        # helped only by offspring landing in their cell, so they come last.
+        offenders["thin_only"] = offenders["max_influence_not_thin"] <= threshold
+        on_baseline = base.records["max_influence_not_thin"].to_numpy() > threshold
+        offenders["baseline"] = on_baseline[offenders.index.to_numpy()]
+        offenders = offenders.sort_values(["baseline", "thin_only", "weight", "max_influence"],
+                                          ascending=[False, True, False, False], kind="stable")
         is_eligible = offenders["household_id"].isin(eligible_ids)
         ineligible.extend(offenders.loc[~is_eligible, "household_id"].tolist())
         offenders = offenders[is_eligible].head(records_per_round)

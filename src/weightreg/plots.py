@@ -445,6 +445,12 @@ def _fig_loop_convergence(data: dict, threshold):
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for col, label, color in (("records_above_not_thin", "not thin statistics", "C1"),
+                              ("baseline_records_above", "baseline surface", "C4")):
+        if col in trace:  # traces written before these columns existed lack them
+            axes[1, 0].plot(it, trace[col].to_numpy(), marker="o", markersize=3, linewidth=1.2, color=color,
+                            label=label)
+    axes[1, 0].legend(fontsize="small", loc="upper right")
     if threshold is not None:
         axes[0, 0].axhline(threshold, color="C3", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
         axes[0, 0].legend(fontsize="small")

@@ -115,8 +115,9 @@ def require_policyengine() -> None:
 def reforms_from_params(params: Mapping) -> list[dict]:
     """The random reforms the params describe, over ``policyengine.reform_paths``.
 
-    ``reforms.count`` reforms drawn with ``reforms.seed``, each scaling 2-4 distinct paths by
-    multipliers from U(``reforms.low``, ``reforms.high``), exactly as for the builtin model.
+    ``reforms.count`` reforms drawn with ``reforms.seed``, each scaling 2-4 distinct paths (fewer
+    when fewer are listed) by multipliers from U(``reforms.low``, ``reforms.high``), as for the
+    builtin model.
     Validity of the paths is checked against PolicyEngine's parameters when they are applied.
     """
     from .parameters import random_reforms
@@ -125,13 +126,15 @@ def reforms_from_params(params: Mapping) -> list[dict]:
     paths = ((params.get("policyengine") or {}).get("reform_paths")) or DEFAULT_REFORM_PATHS
     if isinstance(paths, str) or not all(isinstance(p, str) and p for p in paths):
         raise ParameterError(f"policyengine.reform_paths = {paths!r} must be a list of PolicyEngine parameter paths")
+    paths = list(dict.fromkeys(paths))
     return random_reforms(
         int(section.get("count", 32)),
         np.random.default_rng(int(section.get("seed", 0))),
         low=float(section.get("low", 0.8)),
         high=float(section.get("high", 1.2)),
-        paths=list(paths),
-        valid_paths=list(paths),
+        n_params=(min(2, len(paths)), min(4, len(paths))),
+        paths=paths,
+        valid_paths=paths,
     )
 
 

@@ -1,0 +1,182 @@
+"""simulator: policyengine (weightreg.policyengine_backend).
+
+The first tests run in the base install (no policyengine-uk): the missing-extra error, the reform
+sampler over PolicyEngine paths. The ones marked ``policyengine`` need the extra and are skipped
+where ``policyengine_uk`` does not import; they compare the surface with direct PolicyEngine UK
+calculations on a tiny file written by weightreg itself.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import weightreg.policyengine_backend as peb
+from weightreg.cli import main, simulate_surface_from_params
+from weightreg.errors import OptionalDependencyError, ParameterError, WeightregError
+from weightreg.policyengine_format import read_survey, write_survey
+from weightreg.survey import REGIONS, TENURE_TYPES, Survey
+
+HINT = 'pip install "weightreg[policyengine]"'
+PATHS = [
+    "gov.hmrc.income_tax.rates.uk[0].rate",
+    "gov.hmrc.income_tax.allowances.personal_allowance.amount",
+    "gov.dwp.universal_credit.means_test.reduction_rate",
+]
+
+
+def tiny_survey(n=8, seed=0):
+    """``n`` households of 1-4 persons (FRS-style ids), one benefit unit each."""
+    rng = np.random.default_rng(seed)
+    size = rng.integers(1, 5, n)
+    hid = np.arange(1, n + 1)
+    ph = np.repeat(hid, size)
+    m = len(ph)
+    pos = np.arange(m) - np.repeat(np.r_[0, np.cumsum(size)[:-1]], size)
+    age = np.where(pos < 2, rng.integers(20, 85, m), rng.integers(0, 16, m)).astype(float)
+    person = pd.DataFrame(
+        {"person_id": ph * 1000 + pos, "person_benunit_id": ph * 100, "person_household_id": ph, "age": age,
+         "employment_income": np.where((age >= 18) & (age < 66), rng.lognormal(10.2, 0.8, m), 0.0),
+         "self_employment_income": np.where(rng.random(m) < 0.2, rng.lognormal(9.5, 1, m), 0.0),
+         "state_pension_reported": np.where(age >= 66, 9000.0, 0.0), "is_household_head": pos == 0,
+         "is_benunit_head": pos == 0}
+    )
+    tenure = np.array(TENURE_TYPES)[rng.integers(0, 5, n)]
+    household = pd.DataFrame(
+        {"household_id": hid, "household_weight": rng.lognormal(7, 0.6, n),
+         "region": np.array(REGIONS)[rng.integers(0, 12, n)], "tenure_type": tenure,
+         "rent": np.where(pd.Series(tenure).str.startswith("RENT"), rng.uniform(4000, 15000, n), 0.0),
+         "council_tax": rng.uniform(1000, 3000, n)}
+    )
+    benunit = pd.DataFrame({"benunit_id": hid * 100, "is_married": size >= 2})
+    return Survey(person, benunit, household, "2025").validate()
+
+
+def pe_params(count=1, paths=PATHS, **extra):
+    params = {"simulator": "policyengine", "threshold": 0.05, "surface": {},
+              "reforms": {"count": count, "seed": 4, "low": 0.8, "high": 1.2},
+              "policyengine": {"reform_paths": list(paths)}}
+    params.update(extra)
+    return params
+
+
+# ---- base install ---------------------------------------------------------------------------------
+def test_missing_extra_is_a_clear_error_naming_the_install_command(monkeypatch):
+    monkeypatch.setattr(peb, "policyengine_available", lambda: False)
+    with pytest.raises(OptionalDependencyError, match=r'pip install "weightreg\[policyengine\]"') as info:
+        simulate_surface_from_params(tiny_survey(), pe_params())
+    assert isinstance(info.value, WeightregError)
+
+
+def test_cli_without_the_extra_exits_2_with_the_install_command(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(peb, "policyengine_available", lambda: False)
+    path = write_survey(tiny_survey(), tmp_path / "tiny.h5")
+    monkeypatch.chdir(tmp_path)
+    code = main(["diagnose", str(path), "--simulator", "policyengine", "--reforms", "3", "--quiet", "-o", "out"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "weightreg diagnose: error:" in err and HINT in err
+    assert not (tmp_path / "out" / "diagnose.json").exists()
+
+
+@pytest.mark.skipif(peb.policyengine_available(), reason="policyengine_uk is installed here")
+def test_base_install_really_lacks_the_extra():
+    with pytest.raises(OptionalDependencyError, match="not installed"):
+        peb.require_policyengine()
+
+
+def test_unknown_simulator_is_a_parameter_error():
+    with pytest.raises(ParameterError, match="'builtin' or 'policyengine'"):
+        simulate_surface_from_params(tiny_survey(), {"simulator": "openfisca", "surface": {}})
+
+
+def test_random_reforms_draw_only_the_listed_policyengine_paths():
+    a = peb.reforms_from_params(pe_params(count=20))
+    assert a == peb.reforms_from_params(pe_params(count=20))  # same seed, same reforms
+    assert len(a) == 20
+    used = {path for reform in a for path in reform}
+    assert used == set(PATHS)
+    for reform in a:
+        assert 2 <= len(reform) <= 3
+        assert all(0.8 <= entry["multiply"] <= 1.2 for entry in reform.values())
+    default = peb.reforms_from_params({"reforms": {"count": 5, "seed": 1}})
+    assert {p for r in default for p in r} <= set(peb.DEFAULT_REFORM_PATHS)
+    with pytest.raises(ParameterError, match="reform_paths"):
+        peb.reforms_from_params({"reforms": {"count": 1}, "policyengine": {"reform_paths": PATHS[0]}})
+
+
+# ---- with policyengine-uk installed ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pe_file(tmp_path_factory):
+    pytest.importorskip("policyengine_uk")
+    path = tmp_path_factory.mktemp("pe") / "tiny.h5"
+    write_survey(tiny_survey(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pe_surface(pe_file):
+    return simulate_surface_from_params(read_survey(pe_file), pe_params(count=1))
+
+
+def _direct(path, variable, reform=None):
+    from policyengine_uk import Microsimulation
+
+    sim = Microsimulation(dataset=str(path), reform=reform)
+    return np.asarray(sim.calculate(variable, 2025, map_to="household", unweighted=True), dtype=float)
+
+
+@pytest.mark.policyengine
+def test_baseline_metric_equals_a_direct_policyengine_calculation(pe_file, pe_surface):
+    i = pe_surface.metrics.index("household_net_income")
+    direct = _direct(pe_file, "household_net_income")
+    assert direct.shape == (8,) and np.abs(direct).sum() > 0
+    np.testing.assert_array_equal(pe_surface.baseline[i], direct)
+    tax = _direct(pe_file, "income_tax")
+    np.testing.assert_array_equal(pe_surface.baseline[pe_surface.metrics.index("income_tax")], tax)
+
+
+@pytest.mark.policyengine
+def test_reform_delta_equals_a_direct_reform_calculation(pe_file, pe_surface):
+    (reform,) = pe_surface.reforms
+    pe_reform = peb.to_policyengine_reform(reform, "2025")
+    for path, entry in reform.items():
+        assert path in PATHS and set(pe_reform[path]) == {"2025"}
+    i = pe_surface.metrics.index("income_tax")
+    direct = _direct(pe_file, "income_tax", pe_reform) - _direct(pe_file, "income_tax")
+    assert np.abs(direct).sum() > 0  # the reform moves income tax on this file
+    np.testing.assert_allclose(pe_surface.deltas[0, i], direct, rtol=0, atol=1e-9)
+
+
+@pytest.mark.policyengine
+def test_reform_translation_scales_the_baseline_value_and_names_bad_paths(pe_file):
+    from policyengine_uk import CountryTaxBenefitSystem
+
+    root = CountryTaxBenefitSystem().parameters
+    out = peb.to_policyengine_reform({"gov.hmrc.income_tax.rates.uk[0].rate": {"multiply": 1.5}}, 2025, root)
+    assert out == {"gov.hmrc.income_tax.rates.uk[0].rate": {"2025": pytest.approx(0.3)}}
+    with pytest.raises(ParameterError, match=r"gov\.hmrc\.income_tax\.rates\.basic"):
+        peb.to_policyengine_reform({"gov.hmrc.income_tax.rates.basic": 0.2}, 2025, root)
+    with pytest.raises(ParameterError, match="group"):
+        peb.to_policyengine_reform({"gov.hmrc.income_tax.rates": {"multiply": 1.1}}, 2025, root)
+    bad = [{"gov.hmrc.income_tax.rates.uk[0].rate": {"multiply": 1.1}}, {"gov.hmrc.no_such_parameter": 5.0}]
+    with pytest.raises(ParameterError, match=r"reform 1 .*gov\.hmrc\.no_such_parameter"):
+        simulate_surface_from_params(read_survey(pe_file), pe_params(), reforms=bad)
+
+
+@pytest.mark.policyengine
+def test_policyengine_sweep_on_two_dask_workers_is_identical(pe_file, pe_surface):
+    params = pe_params(count=1, dask={"workers": 2})
+    data = simulate_surface_from_params(read_survey(pe_file), params)
+    assert data.reforms == pe_surface.reforms
+    assert data.deltas.tobytes() == pe_surface.deltas.tobytes()
+    assert data.baseline.tobytes() == pe_surface.baseline.tobytes()
+
+
+@pytest.mark.policyengine
+def test_cli_diagnose_with_policyengine(pe_file, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = main(["diagnose", str(pe_file), "--simulator", "policyengine", "--reforms", "1", "--quiet", "-o", "out"])
+    assert code == 0, capsys.readouterr().err
+    records = pd.read_parquet(tmp_path / "out" / "records.parquet")
+    assert len(records) == 8 and records["max_influence"].gt(0).all()
+    assert "Kish ESS" in capsys.readouterr().out
