@@ -63,21 +63,21 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 _T_IMPORT = time.perf_counter()
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from weightreg import features as F  # noqa: E402
-from weightreg import generator as G  # noqa: E402
-from weightreg.atomic import write_json  # noqa: E402
-from weightreg.influence import kish_ess  # noqa: E402
-from weightreg.params import load_params  # noqa: E402
-from weightreg.policyengine_format import read_survey  # noqa: E402
+from weightreg import features as F
+from weightreg import generator as G
+from weightreg.atomic import write_json
+from weightreg.influence import kish_ess
+from weightreg.params import load_params
+from weightreg.policyengine_format import read_survey
 
 G._sdv()  # SDV and torch: the stage pays for these imports too
-import torch  # noqa: E402,F401
+import torch  # noqa: F401
 
 IMPORT_SECONDS = time.perf_counter() - _T_IMPORT
 
@@ -101,6 +101,8 @@ INCOME_PARTS = ("employment_income", "self_employment_income", "private_pension_
                 "state_pension", "universal_credit", "housing_benefit", "child_benefit", "pension_credit")
 #: "Small positive" amounts (pounds a year; hours a week): a model that smears the spike at zero makes these.
 SMALL = 100.0
+#: Aggregates in pounds (the ones ``small_positive_share`` is reported for).
+POUNDS = tuple(c for c in SUMMED if c != "hours_worked") + ("rent", "council_tax", "gross_income")
 HEADLINE = ("tv_mean", "ks_features", "ks_aggregates", "quantile_distance", "zero_share_diff",
             "spearman_aggregates", "spearman_features")
 
@@ -241,10 +243,11 @@ class Reference:
                                    "zero_share_diff": round(zd[c], 4),
                                    "zero_share": round(float(w[agg[c].to_numpy() == 0].sum() / w.sum()), 4),
                                    "population_zero_share": round(self.agg_zero[c], 4),
-                                   "small_positive_share": round(float(
+                                   **({"small_positive_share": round(float(
                                        w[(agg[c].to_numpy() > 0) & (agg[c].to_numpy() < SMALL)].sum() / w.sum()), 4),
-                                   "population_small_positive_share": round(float(
-                                       self.agg_ecdf[c].cdf(SMALL - 1e-9) - self.agg_ecdf[c].cdf(0.0)), 4),
+                                       "population_small_positive_share": round(float(
+                                           self.agg_ecdf[c].cdf(SMALL - 1e-9) - self.agg_ecdf[c].cdf(0.0)), 4)}
+                                      if c in POUNDS else {}),
                                    "median": float(Ecdf(agg[c].to_numpy(), w).quantile(0.5)),
                                    "p90": float(Ecdf(agg[c].to_numpy(), w).quantile(0.9)),
                                    "population_median": float(self.agg_ecdf[c].quantile(0.5)),

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from surveys import random_survey
 
 from weightreg.diagnose import (
     Diagnosis,
@@ -19,7 +20,7 @@ from weightreg.diagnose import (
     simulate_surface,
 )
 from weightreg.errors import ParameterError
-from weightreg.survey import REGIONS, TENURE_TYPES, Survey
+from weightreg.survey import Survey
 
 
 # ---- fixtures --------------------------------------------------------------------------------
@@ -45,31 +46,6 @@ def tiny_survey(households, drop_person=(), drop_household=()):
     person = pd.DataFrame(persons).drop(columns=list(drop_person))
     household = pd.DataFrame(hhs).drop(columns=list(drop_household))
     return Survey(person, pd.DataFrame(benunits), household).validate()
-
-
-def random_survey(n, rng):
-    """A quick random survey of ``n`` households (1-4 persons, one benefit unit each)."""
-    size = rng.integers(1, 5, n)
-    hid = np.arange(1, n + 1)
-    ph = np.repeat(hid, size)
-    m = len(ph)
-    pos = np.arange(m) - np.repeat(np.r_[0, np.cumsum(size)[:-1]], size)
-    age = np.where(pos < 2, rng.integers(18, 90, m), rng.integers(0, 18, m)).astype(float)
-    person = pd.DataFrame(
-        {"person_id": np.arange(m) + 1, "person_benunit_id": ph, "person_household_id": ph, "age": age,
-         "employment_income": np.where((age >= 18) & (age < 66), rng.lognormal(10, 0.8, m), 0.0),
-         "self_employment_income": np.where(rng.random(m) < 0.1, rng.lognormal(9.5, 1, m), 0.0),
-         "state_pension_reported": np.where(age >= 66, 9000.0, 0.0), "is_household_head": pos == 0}
-    )
-    tenure = np.array(TENURE_TYPES)[rng.integers(0, 5, n)]
-    household = pd.DataFrame(
-        {"household_id": hid, "household_weight": rng.lognormal(7, 0.6, n),
-         "region": np.array(REGIONS)[rng.integers(0, 12, n)], "tenure_type": tenure,
-         "rent": np.where(pd.Series(tenure).str.startswith("RENT"), rng.uniform(4000, 15000, n), 0.0),
-         "council_tax": rng.uniform(1000, 3000, n)}
-    )
-    benunit = pd.DataFrame({"benunit_id": hid, "is_married": size >= 2})
-    return Survey(person, benunit, household).validate()
 
 
 def hand_surface():

@@ -334,3 +334,18 @@ def test_without_cap_trimming_uses_the_999th_percentile_and_no_population_scores
     assert m["trimmed"]["max_weight"] <= m["trim_cap"]
     assert list(r.weight_sets) == ["original", "trimmed"]  # no targets: no raked baseline
     assert "truth comparison skipped" in r.summary_text()
+
+
+def test_scaled_error_is_the_error_over_the_metric_total_and_counts_tiny_truths():
+    from weightreg.evaluate import _error_summary, _rel_errors
+
+    truth = pd.DataFrame({"statistic": ["x|a|baseline", "x|b|baseline", "y|a|baseline"],
+                          "statistic_kind": ["baseline"] * 3, "metric": ["x", "x", "y"], "value": [50.0, 0.0, 4.0]})
+    estimate = pd.DataFrame({"statistic": ["x|a|baseline", "x|b|baseline", "y|a|baseline"], "value": [60.0, 2.0, 3.0]})
+    e = _rel_errors(truth, estimate, {"x": 100.0, "y": 8.0})
+    # Relative errors only where the truth is not tiny (x|b has truth 0); scaled errors everywhere.
+    np.testing.assert_allclose(e["rel_error"].to_numpy(), [0.2, np.nan, -0.25])
+    np.testing.assert_allclose(e["scaled_error"].to_numpy(), [10 / 100, 2 / 100, -1 / 8])
+    s = _error_summary(e)
+    assert s["mean_scaled_error_baseline"] == pytest.approx((0.1 + 0.02 + 0.125) / 3)
+    assert s["median_abs_rel_error_baseline"] == pytest.approx((0.2 + 0.25) / 2)

@@ -9,12 +9,12 @@ calculations on a tiny file written by weightreg itself.
 import numpy as np
 import pandas as pd
 import pytest
+from surveys import random_survey
 
 import weightreg.policyengine_backend as peb
 from weightreg.cli import main, simulate_surface_from_params
 from weightreg.errors import OptionalDependencyError, ParameterError, WeightregError
 from weightreg.policyengine_format import read_survey, write_survey
-from weightreg.survey import REGIONS, TENURE_TYPES, Survey
 
 HINT = 'pip install "weightreg[policyengine]"'
 PATHS = [
@@ -26,29 +26,8 @@ PATHS = [
 
 def tiny_survey(n=8, seed=0):
     """``n`` households of 1-4 persons (FRS-style ids), one benefit unit each."""
-    rng = np.random.default_rng(seed)
-    size = rng.integers(1, 5, n)
-    hid = np.arange(1, n + 1)
-    ph = np.repeat(hid, size)
-    m = len(ph)
-    pos = np.arange(m) - np.repeat(np.r_[0, np.cumsum(size)[:-1]], size)
-    age = np.where(pos < 2, rng.integers(20, 85, m), rng.integers(0, 16, m)).astype(float)
-    person = pd.DataFrame(
-        {"person_id": ph * 1000 + pos, "person_benunit_id": ph * 100, "person_household_id": ph, "age": age,
-         "employment_income": np.where((age >= 18) & (age < 66), rng.lognormal(10.2, 0.8, m), 0.0),
-         "self_employment_income": np.where(rng.random(m) < 0.2, rng.lognormal(9.5, 1, m), 0.0),
-         "state_pension_reported": np.where(age >= 66, 9000.0, 0.0), "is_household_head": pos == 0,
-         "is_benunit_head": pos == 0}
-    )
-    tenure = np.array(TENURE_TYPES)[rng.integers(0, 5, n)]
-    household = pd.DataFrame(
-        {"household_id": hid, "household_weight": rng.lognormal(7, 0.6, n),
-         "region": np.array(REGIONS)[rng.integers(0, 12, n)], "tenure_type": tenure,
-         "rent": np.where(pd.Series(tenure).str.startswith("RENT"), rng.uniform(4000, 15000, n), 0.0),
-         "council_tax": rng.uniform(1000, 3000, n)}
-    )
-    benunit = pd.DataFrame({"benunit_id": hid * 100, "is_married": size >= 2})
-    return Survey(person, benunit, household, "2025").validate()
+    return random_survey(n, np.random.default_rng(seed), pe_ids=True, self_employed=0.2, adult_ages=(20, 85),
+                         child_ages=(0, 16), earnings_mu=10.2, benunit_heads=True, time_period="2025")
 
 
 def pe_params(count=1, paths=PATHS, **extra):

@@ -3,40 +3,24 @@
 import numpy as np
 import pandas as pd
 import pytest
+from surveys import random_survey
 
 from weightreg.cli import main, simulate_surface_from_params
 from weightreg.diagnose import evaluate_surface, simulate_surface
 from weightreg.errors import ParameterError
 from weightreg.parameters import random_reforms
 from weightreg.policyengine_format import write_survey
-from weightreg.survey import REGIONS, TENURE_TYPES, Survey
-from weightreg.sweep import SweepSettings, dask_client, map_reforms, settings_from_params
+from weightreg.sweep import (
+    SweepSettings,
+    dask_client,
+    map_reforms,
+    settings_from_params,
+)
 
 
 def tiny_survey(n=40, seed=0):
-    """``n`` random households of 1-4 persons, one benefit unit each."""
-    rng = np.random.default_rng(seed)
-    size = rng.integers(1, 5, n)
-    hid = np.arange(1, n + 1)
-    ph = np.repeat(hid, size)
-    m = len(ph)
-    pos = np.arange(m) - np.repeat(np.r_[0, np.cumsum(size)[:-1]], size)
-    age = np.where(pos < 2, rng.integers(18, 90, m), rng.integers(0, 18, m)).astype(float)
-    person = pd.DataFrame(
-        {"person_id": ph * 1000 + pos, "person_benunit_id": ph * 100, "person_household_id": ph, "age": age,
-         "employment_income": np.where((age >= 18) & (age < 66), rng.lognormal(10, 0.8, m), 0.0),
-         "self_employment_income": np.where(rng.random(m) < 0.2, rng.lognormal(9.5, 1, m), 0.0),
-         "state_pension_reported": np.where(age >= 66, 9000.0, 0.0), "is_household_head": pos == 0}
-    )
-    tenure = np.array(TENURE_TYPES)[rng.integers(0, 5, n)]
-    household = pd.DataFrame(
-        {"household_id": hid, "household_weight": rng.lognormal(7, 0.6, n),
-         "region": np.array(REGIONS)[rng.integers(0, 12, n)], "tenure_type": tenure,
-         "rent": np.where(pd.Series(tenure).str.startswith("RENT"), rng.uniform(4000, 15000, n), 0.0),
-         "council_tax": rng.uniform(1000, 3000, n)}
-    )
-    benunit = pd.DataFrame({"benunit_id": hid * 100, "is_married": size >= 2})
-    return Survey(person, benunit, household).validate()
+    """``n`` random households of 1-4 persons (FRS-style ids), one benefit unit each."""
+    return random_survey(n, np.random.default_rng(seed), pe_ids=True, self_employed=0.2)
 
 
 def _square(shared, item):  # module level: Dask pickles it by reference

@@ -419,6 +419,13 @@ def simulate_surface(
             values = np.asarray(result[used[i]], dtype=float)
             _check_finite(used[i], values, survey, f"reform {k} metric")
             np.subtract(values, baseline[i], out=deltas[k, i])
+    return surface_data(survey, used, baseline, deltas, reforms, slices, decile_income, n_deciles, dropped,
+                        dropped_dims, start)
+
+
+def surface_data(survey, used, baseline, deltas, reforms, slices, decile_income, n_deciles, dropped, dropped_dims,
+                 start: float) -> SurfaceData:
+    """A :class:`SurfaceData` for ``survey`` (ids, weights and sizes from it; time since ``start``)."""
     return SurfaceData(
         household_id=survey.household_ids.copy(),
         weights=survey.weights,

@@ -80,7 +80,7 @@ TRIM_QUANTILE = 0.999
 #: Kinds of statistic: baseline levels and reform changes.
 KINDS = ("baseline", "reform")
 #: Columns of the CSVs this module writes.
-TRUTH_ERROR_COLUMNS = ("weights", "statistic_kind", "rmse", "median_abs_rel_error")
+TRUTH_ERROR_COLUMNS = ("weights", "statistic_kind", "rmse", "median_abs_rel_error", "mean_scaled_error")
 ESS_COLUMNS = ("dimension", "cell", "weights", "ess")
 WORST_COLUMNS = ("weights", "rank", "statistic", "statistic_kind", "truth", "estimate", "rel_error")
 
@@ -221,6 +221,10 @@ def _rel_errors(truth: pd.DataFrame, estimate: pd.DataFrame, scale: Mapping[str,
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = (out["estimate"].to_numpy() - out["truth"].to_numpy()) / np.abs(out["truth"].to_numpy())
     out["rel_error"] = np.where(out["scored"].to_numpy(), rel, np.nan)
+    # Scale-free and robust to near-zero truths: the error as a share of the metric's total mass.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = (out["estimate"].to_numpy() - out["truth"].to_numpy()) / truth["metric"].map(scale).to_numpy(float)
+    out["scaled_error"] = np.where(np.isfinite(scaled), scaled, np.nan)
     return out
 
 
@@ -233,6 +237,9 @@ def _error_summary(errors: pd.DataFrame) -> dict[str, float]:
         out[f"rmse_{kind}"] = float(np.sqrt(np.mean(rel * rel))) if len(rel) else 0.0
         out[f"median_abs_rel_error_{kind}"] = float(np.median(np.abs(rel))) if len(rel) else 0.0
         out[f"n_statistics_{kind}"] = len(rel)
+        scaled = errors.loc[errors["statistic_kind"] == kind, "scaled_error"].to_numpy(dtype=float)
+        scaled = scaled[np.isfinite(scaled)]
+        out[f"mean_scaled_error_{kind}"] = float(np.mean(np.abs(scaled))) if len(scaled) else 0.0
     rel = scored["rel_error"].to_numpy(dtype=float)
     out["worst_abs_rel_error"] = float(np.abs(rel).max()) if len(rel) else 0.0
     return out
@@ -384,13 +391,15 @@ class EvaluationResult:
         return out
 
     def truth_error_table(self) -> pd.DataFrame:
-        """``weights``, ``statistic_kind``, ``rmse``, ``median_abs_rel_error`` (two rows per set)."""
+        """``weights``, ``statistic_kind``, ``rmse``, ``median_abs_rel_error``, ``mean_scaled_error``
+        (two rows per set)."""
         rows = []
         if self.truth_comparison:
             for name in self.weight_sets:
                 s = self.summary[name]
                 for kind in KINDS:
-                    rows.append((name, kind, s[f"rmse_{kind}"], s[f"median_abs_rel_error_{kind}"]))
+                    rows.append((name, kind, s[f"rmse_{kind}"], s[f"median_abs_rel_error_{kind}"],
+                                 s[f"mean_scaled_error_{kind}"]))
         return pd.DataFrame(rows, columns=list(TRUTH_ERROR_COLUMNS))
 
     def worst_table(self, top: int = 10) -> pd.DataFrame:
@@ -416,7 +425,8 @@ class EvaluationResult:
                 f"{i['n_skipped_reform']} reform statistics whose truth is below {TINY:g} x the metric's total."
             )
             lines.append(f"{'weights':>12} {'rmse base':>10} {'rmse ref':>10} {'med base':>9} {'med ref':>9} "
-                         f"{'worst':>9} {'tgt err':>9} {'ESS':>9} {'max w':>11} {'records':>8}")
+                         f"{'worst':>9} {'scaled b':>9} {'scaled r':>9} {'tgt err':>9} {'ESS':>9} {'max w':>11} "
+                         f"{'records':>8}")
         else:
             lines.append("No population: truth comparison skipped; weight figures only.")
             lines.append(f"{'weights':>12} {'tgt err':>9} {'ESS':>9} {'max w':>11} {'records':>8}")
@@ -428,7 +438,8 @@ class EvaluationResult:
                 lines.append(
                     f"{name:>12} {s['rmse_baseline']:>10.4f} {s['rmse_reform']:>10.4f} "
                     f"{s['median_abs_rel_error_baseline']:>9.4f} {s['median_abs_rel_error_reform']:>9.4f} "
-                    f"{s['worst_abs_rel_error']:>9.3f} {tail}"
+                    f"{s['worst_abs_rel_error']:>9.3f} {s['mean_scaled_error_baseline']:>9.5f} "
+                    f"{s['mean_scaled_error_reform']:>9.5f} {tail}"
                 )
             else:
                 lines.append(f"{name:>12} {tail}")

@@ -16,7 +16,9 @@ Each round:
    one piece and ``k - 1`` offspring sampled near it (:func:`weightreg.generator.sample_offspring`)
    take the rest. Total weight is conserved exactly;
 4. recalibrate to the targets with the entropy-regularised solver, prior = the split weights, so
-   the solution stays as close to them as the targets allow;
+   the solution stays as close to them as the targets allow. The weights split are the survey's
+   own starting weights carried through every split (not the last round's solution), so soft-target
+   adjustments never compound from round to round;
 
 and stops when no record is above the threshold, when ``patience`` rounds make no progress (neither fewer
 records above the threshold, on all statistics or on those that are not thin, nor a lower maximum
@@ -178,6 +180,10 @@ def regularise_loop(
     added = 0
     ineligible: list = []
     current = survey
+    # The prior of every recalibration: the starting weights, split along with their households.
+    # Recalibrating from it (not from the last round's solution) keeps the weights KL-close to the
+    # survey's own: soft-target adjustments do not compound from round to round.
+    reference = np.asarray(survey.weights, dtype=float)
     target_error = _target_error(current, targets)
     diag = None
     first = None
@@ -253,13 +259,15 @@ def regularise_loop(
         parent_features = extraction.features.loc[parent_ids]
         sampled = sample_offspring(model, parent_features, pieces - 1, conditioning_fractions, rng,
                                    always_hold=always_hold)
-        spawned = spawn(current, parent_ids, pieces, sampled, parent_features, spec, round_number + 1)
+        spawned = spawn(current.with_weights(reference), parent_ids, pieces, sampled, parent_features, spec,
+                        round_number + 1)
         candidate = spawned.survey
         tm = build_target_matrix(candidate, targets)
         fit = calibrate(tm.matrix, tm.values, candidate.weights, penalty=penalty, tol=tol, target_names=tm.names)
         if not fit.success:
             message = f"stopped in round {round_number + 1}: recalibration failed: {fit.message}"
             break
+        reference = np.asarray(candidate.weights, dtype=float)
         current = candidate.with_weights(fit.weights)
         target_error = float(fit.max_rel_error)
         added += len(spawned.new_household_ids)

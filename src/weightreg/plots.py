@@ -40,7 +40,8 @@ final weights), ``trimmed`` (capped), ``raked`` (the recalibrated final weights)
     ``target``, ``multiplier``: the calibration targets with the largest multipliers
     ``exp(lambda)`` (furthest from 1 first).
 ``plots/evaluate/truth_error.csv``
-    ``weights``, ``statistic_kind`` (``baseline`` | ``reform``), ``rmse``, ``median_abs_rel_error``:
+    ``weights``, ``statistic_kind`` (``baseline`` | ``reform``), ``rmse``, ``median_abs_rel_error``,
+    and, when present, ``mean_scaled_error``:
     error against the embedded world's truth.
 ``plots/evaluate/ess_compare.csv``
     ``dimension``, ``cell``, ``weights``, ``ess``: Kish ESS of every slice cell under each weight
@@ -484,9 +485,14 @@ def _fig_truth_error(data: dict, threshold):
     truth = data["evaluate/truth_error.csv"]
     kinds = _ordered(truth["weights"], WEIGHT_KINDS)
     groups = _ordered(truth["statistic_kind"], ("baseline", "reform"))
-    fig = _new_figure(11, 4.2)
-    axes = fig.subplots(1, 2)
-    for ax, value, label in zip(axes, ("rmse", "median_abs_rel_error"), ("RMSE", "median |relative error|")):
+    values = ["rmse", "median_abs_rel_error"]
+    labels = ["RMSE of relative error", "median |relative error|"]
+    if "mean_scaled_error" in truth:
+        values.append("mean_scaled_error")
+        labels.append("mean |error| / metric total")
+    fig = _new_figure(5.5 * len(values), 4.2)
+    axes = fig.subplots(1, len(values))
+    for ax, value, label in zip(axes, values, labels):
         _grouped_bars(ax, truth, value, kinds, groups)
         ax.set_ylabel(label)
         ax.set_title(f"{label} against the truth", fontsize="medium")

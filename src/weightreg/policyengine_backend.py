@@ -313,21 +313,8 @@ def simulate_surface_policyengine(
             values = values_by_name[used[i]]
             D._check_finite(used[i], values, survey, f"reform {k} metric")
             np.subtract(values, baseline[i], out=deltas[k, i])
-    return D.SurfaceData(
-        household_id=survey.household_ids.copy(),
-        weights=survey.weights,
-        metrics=tuple(used),
-        baseline=baseline,
-        deltas=deltas,
-        reforms=tuple(reforms),
-        slices=tuple(slices),
-        decile_income=decile_income,
-        household_size=survey.household_size().astype(float),
-        n_deciles=int(n_deciles),
-        dropped_metrics=dropped,
-        dropped_dimensions=dropped_dims,
-        simulate_seconds=time.perf_counter() - start,
-    )
+    return D.surface_data(survey, used, baseline, deltas, reforms, slices, decile_income, n_deciles, dropped,
+                          dropped_dims, start)
 
 
 def _input_present(name: str, survey, D) -> bool:
