@@ -40,10 +40,10 @@ DEFAULT_PARAMS = {
     "loop": {
         "seed": 11,
         "records_per_round": 400,
-        "max_rounds": 8,
+        "max_rounds": 12,
         "max_offspring": 20,
         "patience": 2,
-        "conditioning_fractions": [0.2, 0.8],
+        "conditioning_fractions": [0.5, 0.9],
         "always_hold": ["region", "tenure_type", "adult1_age"],
         "penalty": 0.01,
     },
