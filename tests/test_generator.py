@@ -209,9 +209,25 @@ def test_save_load_sample_round_trip(model, saved, spec):
     assert list(a.columns) == spec.columns() and len(a) == 120
     assert F.valid_rows(a, spec).all()
     pd.testing.assert_frame_equal(F.normalise(a, spec), a.astype(F.normalise(a, spec).dtypes))
+    assert loaded.zero_floor == model.zero_floor
     assert 0 < model.valid_share <= 1
     c = model.sample(120, np.random.default_rng(6))
     assert not a.equals(c)
+
+
+def test_zero_floors_hand_case_and_sampled_amounts_respect_them(model, table, spec):
+    rows = table.copy()
+    col = "adult1_employment_income"
+    rows[col] = np.r_[np.zeros(len(rows) - 100), np.arange(1.0, 101.0)]
+    floors = G.zero_floors(rows, spec)
+    # 1st percentile of 1..100 (numpy's linear interpolation): 1 + 0.01 x 99.
+    assert floors[col] == pytest.approx(1.99)
+    assert set(floors) <= {c for c, k in spec.column_kinds().items() if k == "numerical"}
+    assert model.zero_floor and all(v > 0 for v in model.zero_floor.values())
+    sampled = model.sample(300, np.random.default_rng(9))
+    for c, floor in model.zero_floor.items():
+        v = np.abs(sampled[c].to_numpy(dtype=float))
+        assert ((v == 0) | (v >= floor)).all(), c
 
 
 def test_sampled_categoricals_are_not_collapsed(model):
