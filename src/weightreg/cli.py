@@ -168,8 +168,26 @@ def run_recalibrate(survey_path, targets_path, params, *, out_path, metrics_path
     prior = survey.weights
     fit = calibrate(tm.matrix, tm.values, prior, penalty=penalty, cap=cap, bounds=bounds, tol=tol,
                     max_iter=max_iter, target_names=tm.names)
-    keep = fit.weights >= prune
-    result = survey.with_weights(fit.weights).select_households(keep)
+    # Pruning moves the totals a little: re-solve the same problem on the records kept, a few passes
+    # (a re-solve can leave new weights below the floor).
+    n = survey.n_households
+    keep = np.ones(n, dtype=bool)
+    weights = fit.weights
+    names = tm.names
+    for _ in range(3):
+        low = keep & (weights < prune)
+        if not low.any() or not fit.success:
+            break
+        keep &= ~low
+        sub = survey.select_households(keep)
+        sub_tm = build_target_matrix(sub, targets)
+        fit = calibrate(sub_tm.matrix, sub_tm.values, sub.weights, penalty=penalty, cap=cap, bounds=bounds,
+                        tol=tol, max_iter=max_iter, target_names=sub_tm.names)
+        names = sub_tm.names
+        weights = np.zeros(n)
+        weights[keep] = fit.weights
+    keep &= weights >= prune
+    result = survey.with_weights(weights).select_households(keep)
     metrics = {
         "converged": bool(fit.success),
         "iterations": int(fit.nit),
@@ -182,14 +200,14 @@ def run_recalibrate(survey_path, targets_path, params, *, out_path, metrics_path
         "max_weight_after": float(result.weights.max()) if result.n_households else 0.0,
         "records_before": int(survey.n_households),
         "records_pruned": int((~keep).sum()),
-        "weight_pruned": float(fit.weights[~keep].sum()),
+        "weight_pruned": float(prior[~keep].sum()),
         "records_after": int(result.n_households),
     }
     write_json(metrics, metrics_path)
     plots_dir = Path(plots_dir)
     write_csv(quantile_table(before=prior, after=result.weights), plots_dir / "weight_quantiles.csv")
     order = np.argsort(-np.abs(fit.multipliers), kind="stable")[:10]
-    write_csv(pd.DataFrame({"target": np.asarray(tm.names, dtype=object)[order], "multiplier": fit.multipliers[order]}),
+    write_csv(pd.DataFrame({"target": np.asarray(names, dtype=object)[order], "multiplier": fit.multipliers[order]}),
               plots_dir / "top_multipliers.csv")
     fit.check()  # a non-converged solve is an error (exit non-zero), after its metrics are on disk
     write_survey(result, out_path)
@@ -202,7 +220,7 @@ def run_train(survey_path, params, *, model_path, metrics_path, loss_path, progr
 
     from .atomic import write_csv, write_json
     from .features import FeatureSpec, extract
-    from .generator import quality_report, train_generator
+    from .generator import quality_report, train_generator, training_positions
     from .policyengine_format import read_survey
 
     section = get(params, "generator")
@@ -222,7 +240,13 @@ def run_train(survey_path, params, *, model_path, metrics_path, loss_path, progr
     )
     model.save(model_path)
     sampled = model.sample(min(5000, max(len(extraction.features), 1)), np.random.default_rng(seed))
-    quality = quality_report(model, extraction.features, sampled)
+    # Compare with what the model was fitted to: for weighted training rows, the weighted survey.
+    mode = section.get("training_rows", "weighted")
+    reference = extraction.features.iloc[
+        training_positions(len(extraction.features), survey.weights[extraction.eligible], mode, None,
+                           np.random.default_rng([seed, 5]))
+    ]
+    quality = quality_report(model, reference, sampled)
     metrics = {
         "fit_seconds": round(float(model.info.fit_seconds), 1),
         "final_loss": float(model.info.final_loss) if model.info.final_loss is not None else 0.0,
