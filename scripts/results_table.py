@@ -1,5 +1,6 @@
 """Print the README's results tables (markdown) from metrics/*.json of the last `dvc repro`."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -12,6 +13,8 @@ def load(stage):
 
 def main():
     loop, recal, ev = load("adversarial_loop"), load("recalibrate"), load("evaluate")
+    with open(ROOT / "plots" / "adversarial_loop" / "trace.csv", newline="") as fh:
+        first = next(csv.DictReader(fh))
     print("| | before the loop | after the loop | after recalibrate (cap) |")
     print("|---|---:|---:|---:|")
     rows = [
@@ -19,15 +22,17 @@ def main():
         ("Kish ESS", round(loop["ess_before"]), round(loop["ess_after"]), round(recal["ess_after"])),
         ("records above threshold, baseline surface", loop["baseline_records_above_threshold_before"],
          loop["baseline_records_above_threshold_after"], ""),
-        ("... of which on statistics that are not thin", "",
+        ("... of which on statistics that are not thin", int(first["baseline_records_above_not_thin"]),
          loop["baseline_records_above_threshold_not_thin_after"], ""),
         ("records above threshold, baseline + reforms", loop["records_above_threshold_before"],
          loop["records_above_threshold_after"], ""),
         ("... on statistics that are not thin", loop["records_above_threshold_not_thin_before"],
          loop["records_above_threshold_not_thin_after"], ""),
-        ("max relative target error", "", f"{loop['max_rel_target_error']:.1e}",
+        ("max relative target error", f"{float(first['max_rel_target_error']):.1e}",
+         f"{loop['max_rel_target_error']:.1e}",
          f"{recal['max_rel_target_error']:.1e}"),
-        ("max weight", "", "", f"{recal['max_weight_after']:,.0f}"),
+        ("max weight", f"{ev['original']['max_weight']:,.0f}", f"{recal['max_weight_before']:,.0f}",
+         f"{recal['max_weight_after']:,.0f}"),
     ]
     for r in rows:
         print("| " + " | ".join(f"{v:,}" if isinstance(v, int) else str(v) for v in r) + " |")
