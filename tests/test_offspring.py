@@ -149,3 +149,39 @@ def test_unmodelled_columns_are_derived_copied_or_neutral(world, extraction):
     # the other offspring differs from the parent: it carries nothing of the parent's
     assert (p_new.loc[p_new["person_household_id"] == other_id, "some_person_code"] == 0).all()
     assert new.household["some_household_flag"].tolist() == [True, False]
+
+
+def test_random_draw_columns_are_copied_or_drawn_afresh_and_reproducible(world, extraction):
+    from weightreg.errors import FeatureError
+
+    s = world.survey.copy()
+    rng0 = np.random.default_rng(0)
+    s.household["warm_home_discount_random_draw"] = rng0.random(len(s.household))
+    s.benunit["uc_deduction_random_draw"] = rng0.random(len(s.benunit))
+    spec = extraction.spec
+    parent = extraction.features.index[0]
+    clone = extraction.features.loc[[parent]].reset_index().rename(columns={"household_id": "parent_id"})
+    other = extraction.features.iloc[[5]].reset_index(drop=True)
+    other["parent_id"] = parent
+    rows = pd.concat([clone, other], ignore_index=True)
+    args = (s, [parent], [3], rows, extraction.features.loc[[parent]], spec, 1)
+    with pytest.raises(FeatureError, match="random-draw column .*pass rng="):
+        spawn(*args)
+    a = spawn(*args, rng=np.random.default_rng(4))
+    b = spawn(*args, rng=np.random.default_rng(4))
+    assert a.drawn_columns == {"benunit": ["uc_deduction_random_draw"], "household": ["warm_home_discount_random_draw"]}
+    assert "household" not in a.neutral_columns
+    hh = a.survey.household.set_index("household_id")["warm_home_discount_random_draw"]
+    clone_id, other_id = a.new_household_ids
+    parent_draw = s.household.set_index("household_id").loc[parent, "warm_home_discount_random_draw"]
+    assert hh[clone_id] == parent_draw  # the exact clone keeps the parent's draw
+    assert 0.0 <= hh[other_id] < 1.0 and hh[other_id] != parent_draw  # the other gets its own
+    # Benefit units: the clone's units copy the parent's draws (this path once failed on benunit columns).
+    bu = a.survey.benunit.set_index("benunit_id")["uc_deduction_random_draw"]
+    clone_bu = bu[(bu.index // 100) == clone_id].sort_values().to_numpy()
+    parent_bu = s.benunit.set_index("benunit_id")["uc_deduction_random_draw"]
+    parent_units = s.person.loc[s.person["person_household_id"] == parent, "person_benunit_id"].unique()
+    np.testing.assert_array_equal(clone_bu, np.sort(parent_bu[parent_units].to_numpy()))
+    # Same seed, same draws: the file simulates the same way every time.
+    pd.testing.assert_frame_equal(a.survey.household, b.survey.household)
+    pd.testing.assert_frame_equal(a.survey.benunit, b.survey.benunit)

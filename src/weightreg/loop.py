@@ -260,7 +260,7 @@ def regularise_loop(
         sampled = sample_offspring(model, parent_features, pieces - 1, conditioning_fractions, rng,
                                    always_hold=always_hold)
         spawned = spawn(current.with_weights(reference), parent_ids, pieces, sampled, parent_features, spec,
-                        round_number + 1)
+                        round_number + 1, rng=rng)
         candidate = spawned.survey
         tm = build_target_matrix(candidate, targets)
         fit = calibrate(tm.matrix, tm.values, candidate.weights, penalty=penalty, tol=tol, target_names=tm.names)

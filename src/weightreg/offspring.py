@@ -13,7 +13,12 @@ Columns of the survey that the flat representation does not model are handled ex
   feature the column could depend on (for a person column: the whole adult or child slot; for a
   benefit-unit column: the slots of its members and the layout; for a household column: the whole
   row); elsewhere it takes a neutral value (0, False, or the column's most common value in the survey)
-  and the column is listed in :attr:`SpawnResult.neutral_columns`.
+  and the column is listed in :attr:`SpawnResult.neutral_columns`;
+* a random-draw column (a name ending ``_random_draw``: PolicyEngine UK's stored draws, such as
+  ``uc_deduction_random_draw`` or ``warm_home_discount_random_draw``, otherwise hashed from entity ids)
+  is copied from the parent where the offspring agrees with it, as above, and elsewhere gets a fresh
+  U(0, 1) draw from the seeded ``rng``: stored as an input, so the offspring file simulates the same
+  way every time, whatever its ids (:attr:`SpawnResult.drawn_columns`).
 
 Ids follow PolicyEngine's scheme (benunit = household x 100 + k, person = household x 1000 + p) in a
 fresh range above every existing id, so they never collide.
@@ -113,6 +118,11 @@ class SpawnResult:
     derived_columns: dict = field(default_factory=dict)  # entity -> [columns]
     copied_columns: dict = field(default_factory=dict)  # entity -> [columns copied where slots agree]
     neutral_columns: dict = field(default_factory=dict)  # entity -> [columns set to a neutral value]
+    drawn_columns: dict = field(default_factory=dict)  # entity -> [random-draw columns drawn afresh where not copied]
+
+
+#: Unmodelled columns with this suffix are random draws (see the module docstring).
+DRAW_SUFFIX = "_random_draw"
 
 
 def _neutral(series: pd.Series):
@@ -124,14 +134,16 @@ def _neutral(series: pd.Series):
     return mode.iloc[0] if len(mode) else ""
 
 
-def fill_unmodelled(built: Survey, survey: Survey, spec, offspring_rows: pd.DataFrame, parent_rows: pd.DataFrame):
+def fill_unmodelled(built: Survey, survey: Survey, spec, offspring_rows: pd.DataFrame, parent_rows: pd.DataFrame,
+                    rng: np.random.Generator | None = None):
     """Give ``built`` every column ``survey`` has that :func:`features.build` did not write.
 
     ``offspring_rows`` and ``parent_rows`` are aligned with ``built.household`` (one parent row per
-    offspring). Returns ``(built, derived, copied, neutral)`` with the column lists by entity.
+    offspring); ``rng`` draws random-draw columns (needed only when the survey has one).
+    Returns ``(built, derived, copied, neutral, drawn)`` with the column lists by entity.
     """
     modelled = F.modelled_columns(spec)
-    derived, copied, neutral = {}, {}, {}
+    derived, copied, neutral, drawn = {}, {}, {}, {}
     cols = F.feature_columns_by_slot(spec)
     off = offspring_rows.reset_index(drop=True)
     par = parent_rows.reset_index(drop=True)
@@ -148,6 +160,12 @@ def fill_unmodelled(built: Survey, survey: Survey, spec, offspring_rows: pd.Data
                 derived.setdefault(entity, []).append(col)
                 continue
             values = pd.Series([_neutral(source[col])] * len(target), index=target.index, dtype=source[col].dtype)
+            is_draw = col.endswith(DRAW_SUFFIX) and pd.api.types.is_float_dtype(source[col])
+            if is_draw:
+                if rng is None:
+                    raise FeatureError(f"spawn: the survey has the random-draw column '{col}'; pass rng= to draw it")
+                values = pd.Series(rng.random(len(target)), index=target.index)
+                drawn.setdefault(entity, []).append(col)
             agree = _entity_agreement(entity, target, built, off, par, cols, same_household)
             if agree.any():
                 parent_values = _parent_values(entity, col, target, survey, par, built, spec)
@@ -155,11 +173,11 @@ def fill_unmodelled(built: Survey, survey: Survey, spec, offspring_rows: pd.Data
                 values[agree] = parent_values[agree]
                 values = values.astype(source[col].dtype)
                 copied.setdefault(entity, []).append(col)
-            else:
+            elif not is_draw:
                 neutral.setdefault(entity, []).append(col)
             target[col] = values.to_numpy()
     out = Survey(tables["person"], tables["benunit"], tables["household"], built.time_period, built.source)
-    return out, derived, copied, neutral
+    return out, derived, copied, neutral, drawn
 
 
 def _rows_equal(a: pd.DataFrame, b: pd.DataFrame, columns) -> np.ndarray:
@@ -196,16 +214,15 @@ def _parent_values(entity, col, target, survey, par, built, spec) -> pd.Series:
         src = survey.household.set_index("household_id")[col]
         return pd.Series(src.reindex(parent_ids).to_numpy(), index=target.index)
     slots_src = F.person_slots(survey)
-    key_src = pd.Series(survey.person[col].to_numpy(), index=pd.MultiIndex.from_arrays(
-        [survey.person["person_household_id"].to_numpy(), slots_src]))
+    index_src = pd.MultiIndex.from_arrays([survey.person["person_household_id"].to_numpy(), slots_src])
     person_hh = built.person_household_index()
     key = pd.MultiIndex.from_arrays([parent_ids[person_hh], F.person_slots(built)])
-    person_values = key_src.reindex(key).to_numpy()
     if entity == "person":
-        return pd.Series(person_values, index=target.index)
+        key_src = pd.Series(survey.person[col].to_numpy(), index=index_src)
+        return pd.Series(key_src.reindex(key).to_numpy(), index=target.index)
     # a benefit unit takes the value of the parent's benefit unit holding the same first member's slot
     src_bu = survey.benunit.set_index("benunit_id")[col]
-    parent_bu = pd.Series(survey.person["person_benunit_id"].to_numpy(), index=key_src.index).reindex(key).to_numpy()
+    parent_bu = pd.Series(survey.person["person_benunit_id"].to_numpy(), index=index_src).reindex(key).to_numpy()
     first = ~pd.Series(built.person_benunit_index()).duplicated().to_numpy()
     values = np.empty(len(built.benunit), dtype=object)
     values[built.person_benunit_index()[first]] = src_bu.reindex(parent_bu[first]).to_numpy()
@@ -220,6 +237,7 @@ def spawn(
     parent_features: pd.DataFrame,
     spec,
     round_number: int,
+    rng: np.random.Generator | None = None,
 ) -> SpawnResult:
     """Split each parent's weight into ``pieces`` equal parts: the parent keeps one, its offspring the rest.
 
@@ -232,6 +250,8 @@ def spawn(
         parent_features: the parents' flat features (index = household_id).
         spec: the :class:`features.FeatureSpec` the rows follow.
         round_number: recorded in ``offspring_round``.
+        rng: draws the random-draw columns of offspring that do not copy them (required when the
+            survey has such a column).
 
     The pieces sum to the parent's weight exactly, so total weight is conserved by the split.
     """
@@ -251,7 +271,7 @@ def spawn(
                     weights=share.reindex(rows["parent_id"]).to_numpy(), time_period=survey.time_period)
     parents = parent_features.reindex(rows["parent_id"]).reset_index(drop=True)
     parents["household_id"] = rows["parent_id"].to_numpy()
-    built, derived, copied, neutral = fill_unmodelled(built, survey, spec, rows, parents)
+    built, derived, copied, neutral, drawn = fill_unmodelled(built, survey, spec, rows, parents, rng)
     built.household[PARENT_COLUMN] = rows["parent_id"].to_numpy(dtype=np.int64)
     built.household[ROUND_COLUMN] = np.int64(round_number)
 
@@ -280,4 +300,4 @@ def spawn(
         survey.time_period,
         survey.source,
     )
-    return SpawnResult(out, new_ids, derived, copied, neutral)
+    return SpawnResult(out, new_ids, derived, copied, neutral, drawn)
