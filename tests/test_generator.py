@@ -407,3 +407,20 @@ def test_quality_report_numbers_in_unit_interval(model, table):
     same = G.quality_report(model, table, table)
     assert same["column_shapes"] == pytest.approx(1.0) and same["column_pair_trends"] == pytest.approx(1.0)
     assert same["max_tv_distance"] == 0.0 and same["valid_share"] == 1.0
+
+
+def test_banded_matching_prefers_candidates_in_the_parents_band():
+    # One parent, six candidates, nothing held: only the band decides (ties broken at random).
+    pool_codes = np.zeros((6, 1), dtype=np.int32)
+    par_codes = np.zeros((1, 1), dtype=np.int32)
+    pool_z = np.zeros((6, 1), dtype=np.float32)
+    par_z = np.zeros((1, 1), dtype=np.float32)
+    held = np.zeros((4, 2), dtype=bool)
+    ages = np.array([23.0, 51.0, 70.0, 58.0, 55.0, 44.0])
+    near = G._nearest_candidates(
+        pool_codes, par_codes, pool_z, par_z, np.array([0]), np.array([1]), held, np.zeros(4, dtype=np.int64),
+        np.array([4]), 3, np.random.default_rng(0), G._band(ages)[:, None], G._band([52.0])[:, None],
+    )
+    # The 50-59 band holds candidates 1, 3 and 4: every offspring's 3 nearest are exactly those.
+    assert all(sorted(row) == [1, 3, 4] for row in near.tolist())
+    assert G._band([0.0, 9.99, 10.0, 45.0]).tolist() == [0, 0, 1, 4]

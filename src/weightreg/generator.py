@@ -1073,9 +1073,13 @@ def _encode(pool: pd.DataFrame, parents: pd.DataFrame, lay: _Layout):
 
 def _nearest_candidates(
     pool_codes, par_codes, pool_z, par_z, disc_idx, cont_idx, held, parent_of, n_per_parent, K,
-    rng: np.random.Generator,
+    rng: np.random.Generator, pool_bands=None, par_bands=None,
 ) -> np.ndarray:
-    """(N, K) pool positions nearest each offspring's parent on its held columns, nearest first."""
+    """(N, K) pool positions nearest each offspring's parent on its held columns, nearest first.
+
+    ``pool_bands`` (C, E) / ``par_bands`` (P, E): codes every candidate should share with the parent
+    (for all its offspring), penalised like a discrete mismatch.
+    """
     N = held.shape[0]
     C = pool_codes.shape[0]
     P = par_codes.shape[0]
@@ -1101,6 +1105,9 @@ def _nearest_candidates(
             sel = local == p
             dist[sel] = H[sel] @ D[p].T
         # Random jitter below any real difference breaks ties at random.
+        if pool_bands is not None and pool_bands.shape[1]:
+            band_mis = (pool_bands[None, :, :] != par_bands[b0:b1, None, :]).sum(axis=2).astype(np.float32)
+            dist += band_mis[local] * _DISCRETE_PENALTY
         dist += rng.random(dist.shape, dtype=np.float32) * 1e-3
         part = np.argpartition(dist, K - 1, axis=1)[:, :K] if K < C else np.tile(np.arange(C), (len(o), 1))
         pd_ = np.take_along_axis(dist, part, axis=1)
@@ -1115,6 +1122,11 @@ def _assemble(pool_vals: dict, parent_vals: dict, cols, cand: np.ndarray, parent
     for j, c in enumerate(cols):
         data[c] = np.where(held[:, j], parent_vals[c][parent_of], pool_vals[c][cand])
     return pd.DataFrame(data, index=index)
+
+
+def _band(values, width: float = 10.0) -> np.ndarray:
+    """Band codes of a continuous column (``floor(value / width)``; ages: 10-year bands)."""
+    return np.floor(np.asarray(values, dtype=float) / width).astype(np.int64)
 
 
 def _held_equal(rows: pd.DataFrame, parent_vals: dict, cols, parent_of, held) -> np.ndarray:
@@ -1246,8 +1258,13 @@ def sample_offspring(
     K = min(len(pool), max(_RETRY_CANDIDATES, k_nearest))
     k = max(1, min(int(k_nearest), K))
     pool_codes, par_codes, pool_z, par_z, disc_idx, cont_idx = _encode(pool, par, lay)
+    # A continuous column held in every offspring (the head's age) is matched by band first: the
+    # candidate's own household then fits it (a 50-year-old head's incomes, not a 70-year-old's).
+    banded = [c for c in always_hold if not lay.discrete[cols.index(c)]]
+    pool_bands = np.stack([_band(pool[c]) for c in banded], axis=1) if banded else None
+    par_bands = np.stack([_band(par[c]) for c in banded], axis=1) if banded else None
     near = _nearest_candidates(pool_codes, par_codes, pool_z, par_z, disc_idx, cont_idx, held, parent_of,
-                               counts, K, rng)
+                               counts, K, rng, pool_bands, par_bands)
     cand = near[np.arange(N), rng.integers(k, size=N)]
 
     # 4. assemble, check, retry
