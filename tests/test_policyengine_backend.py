@@ -159,3 +159,28 @@ def test_cli_diagnose_with_policyengine(pe_file, tmp_path, monkeypatch, capsys):
     records = pd.read_parquet(tmp_path / "out" / "records.parquet")
     assert len(records) == 8 and records["max_influence"].gt(0).all()
     assert "Kish ESS" in capsys.readouterr().out
+
+
+@pytest.mark.policyengine
+def test_a_file_with_offspring_loads_and_simulates_in_policyengine(tmp_path):
+    pytest.importorskip("policyengine_uk")
+    from weightreg import features as F
+    from weightreg.offspring import spawn
+
+    survey = tiny_survey()
+    spec = F.FeatureSpec.from_survey(survey)
+    extraction = F.extract(survey, spec)
+    parents = extraction.features.index[:2].to_numpy()
+    # Exact clones as offspring: built from their rows alone, new ids, as the loop writes them.
+    rows = extraction.features.loc[parents].reset_index().rename(columns={"household_id": "parent_id"})
+    result = spawn(survey, parents, [2, 2], rows, extraction.features.loc[parents], spec, 1,
+                   rng=np.random.default_rng(0))
+    path = tmp_path / "augmented.h5"
+    write_survey(result.survey, path)
+    tax = _direct(path, "income_tax")
+    net = _direct(path, "household_net_income")
+    assert tax.shape == net.shape == (result.survey.n_households,) and np.isfinite(net).all()
+    ids = read_survey(path).household_ids
+    for parent, child in zip(parents, result.new_household_ids):
+        # Income tax has no random draws: a clone pays exactly what its parent pays.
+        assert tax[ids == child][0] == tax[ids == parent][0]
