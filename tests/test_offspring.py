@@ -126,17 +126,22 @@ def test_spawn_rejects_wrong_offspring_counts(world, extraction):
         spawn(world.survey, [parent], [4], rows, extraction.features.loc[[parent]], extraction.spec, 1)
 
 
+def _clone_and_other(extraction):
+    """The first household as parent, with two offspring rows: its exact clone and another household's row."""
+    parent = extraction.features.index[0]
+    clone = extraction.features.loc[[parent]].reset_index().rename(columns={"household_id": "parent_id"})
+    other = extraction.features.iloc[[5]].reset_index(drop=True)
+    other["parent_id"] = parent
+    return parent, pd.concat([clone, other], ignore_index=True)
+
+
 def test_unmodelled_columns_are_derived_copied_or_neutral(world, extraction):
     s = world.survey.copy()
     s.person["employment_status"] = "OTHER_INACTIVE"
     s.person["some_person_code"] = np.arange(len(s.person), dtype=np.int64)
     s.household["some_household_flag"] = True
     spec = extraction.spec
-    parent = extraction.features.index[0]
-    clone = extraction.features.loc[[parent]].reset_index().rename(columns={"household_id": "parent_id"})
-    other = extraction.features.iloc[[5]].reset_index(drop=True)
-    other["parent_id"] = parent
-    rows = pd.concat([clone, other], ignore_index=True)
+    parent, rows = _clone_and_other(extraction)
     result = spawn(s, [parent], [3], rows, extraction.features.loc[[parent]], spec, 1)
     out = result.survey
     new = out.select_households(out.household["household_id"].isin(result.new_household_ids).to_numpy())
@@ -159,11 +164,7 @@ def test_random_draw_columns_are_copied_or_drawn_afresh_and_reproducible(world, 
     s.household["warm_home_discount_random_draw"] = rng0.random(len(s.household))
     s.benunit["uc_deduction_random_draw"] = rng0.random(len(s.benunit))
     spec = extraction.spec
-    parent = extraction.features.index[0]
-    clone = extraction.features.loc[[parent]].reset_index().rename(columns={"household_id": "parent_id"})
-    other = extraction.features.iloc[[5]].reset_index(drop=True)
-    other["parent_id"] = parent
-    rows = pd.concat([clone, other], ignore_index=True)
+    parent, rows = _clone_and_other(extraction)
     args = (s, [parent], [3], rows, extraction.features.loc[[parent]], spec, 1)
     with pytest.raises(FeatureError, match="random-draw column .*pass rng="):
         spawn(*args)

@@ -143,6 +143,9 @@ def _bounds(params: dict, value):
 def run_recalibrate(survey_path, targets_path, params, *, out_path, metrics_path, plots_dir, progress=True):
     """Recalibrate ``survey_path`` to ``targets_path`` (KL to its weights, cap, bounds), prune, write.
 
+    Households whose weight ends below ``recalibrate.prune`` are dropped and the problem re-solved on
+    the rest, so the targets hold on what is written; ``weight_pruned`` is their weight when dropped.
+
     Returns the :class:`CalibrationResult`. A solve that did not converge raises
     :class:`InfeasibleError` after writing nothing but the metrics (so the failure is visible).
     """
@@ -168,25 +171,24 @@ def run_recalibrate(survey_path, targets_path, params, *, out_path, metrics_path
     prior = survey.weights
     fit = calibrate(tm.matrix, tm.values, prior, penalty=penalty, cap=cap, bounds=bounds, tol=tol,
                     max_iter=max_iter, target_names=tm.names)
-    # Pruning moves the totals a little: re-solve the same problem on the records kept, a few passes
-    # (a re-solve can leave new weights below the floor).
-    n = survey.n_households
-    keep = np.ones(n, dtype=bool)
+    # Pruning moves the totals a little: re-solve the same problem on the records kept (their rows of
+    # the target matrix), a few passes (a re-solve can leave new weights below the floor).
+    keep = np.ones(survey.n_households, dtype=bool)
     weights = fit.weights
-    names = tm.names
+    weight_pruned = 0.0
     for _ in range(3):
         low = keep & (weights < prune)
         if not low.any() or not fit.success:
             break
+        weight_pruned += float(weights[low].sum())
         keep &= ~low
-        sub = survey.select_households(keep)
-        sub_tm = build_target_matrix(sub, targets)
-        fit = calibrate(sub_tm.matrix, sub_tm.values, sub.weights, penalty=penalty, cap=cap, bounds=bounds,
-                        tol=tol, max_iter=max_iter, target_names=sub_tm.names)
-        names = sub_tm.names
-        weights = np.zeros(n)
+        fit = calibrate(tm.matrix[keep], tm.values, prior[keep], penalty=penalty, cap=cap, bounds=bounds,
+                        tol=tol, max_iter=max_iter, target_names=tm.names)
+        weights = np.zeros(survey.n_households)
         weights[keep] = fit.weights
-    keep &= weights >= prune
+    low = keep & (weights < prune)
+    weight_pruned += float(weights[low].sum())
+    keep &= ~low
     result = survey.with_weights(weights).select_households(keep)
     metrics = {
         "converged": bool(fit.success),
@@ -200,14 +202,14 @@ def run_recalibrate(survey_path, targets_path, params, *, out_path, metrics_path
         "max_weight_after": float(result.weights.max()) if result.n_households else 0.0,
         "records_before": int(survey.n_households),
         "records_pruned": int((~keep).sum()),
-        "weight_pruned": float(prior[~keep].sum()),
+        "weight_pruned": weight_pruned,
         "records_after": int(result.n_households),
     }
     write_json(metrics, metrics_path)
     plots_dir = Path(plots_dir)
     write_csv(quantile_table(before=prior, after=result.weights), plots_dir / "weight_quantiles.csv")
     order = np.argsort(-np.abs(fit.multipliers), kind="stable")[:10]
-    write_csv(pd.DataFrame({"target": np.asarray(names, dtype=object)[order], "multiplier": fit.multipliers[order]}),
+    write_csv(pd.DataFrame({"target": np.asarray(tm.names, dtype=object)[order], "multiplier": fit.multipliers[order]}),
               plots_dir / "top_multipliers.csv")
     fit.check()  # a non-converged solve is an error (exit non-zero), after its metrics are on disk
     write_survey(result, out_path)

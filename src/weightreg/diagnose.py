@@ -533,7 +533,7 @@ class Diagnosis:
             f"Households above influence threshold {self.threshold:g}: {self.n_above:,}; "
             f"max influence {self.max_influence:.4f} (household {self.worst_household_id}, {self.worst_statistic or '-'})",
             f"Of those, {self.n_above_thin_only:,} exceed it only on thin statistics (fewer than "
-            f"{_min_contributors(self.threshold)} contributing households: {self.n_thin_statistics:,} such statistics), "
+            f"{min_contributors(self.threshold)} contributing households: {self.n_thin_statistics:,} such statistics), "
             "which no reweighting can fix",
         ]
         for what, dropped in (("metric", self.dropped_metrics), ("dimension", self.dropped_dimensions)):
@@ -632,7 +632,7 @@ def evaluate_surface(
     tracker = InfluenceTracker(n, threshold)
     not_thin = InfluenceTracker(n, threshold)
     n_thin = 0
-    for stat_id, share, thin, thin_cells in _shares(data, w, slices, progress, _min_contributors(threshold)):
+    for stat_id, share, thin, thin_cells in _shares(data, w, slices, progress, min_contributors(threshold)):
         tracker.update(share, stat_id)
         not_thin.update(np.where(thin, 0.0, share), stat_id)
         n_thin += thin_cells
@@ -699,7 +699,7 @@ def _evaluation_slices(data: SurfaceData, w: np.ndarray) -> list[Slice]:
     return slices
 
 
-def _min_contributors(threshold: float) -> int:
+def min_contributors(threshold: float) -> int:
     """The fewest contributing records a statistic needs for every share to be able to stay at or
     below ``threshold`` (equal masses give ``1/n``)."""
     return int(np.ceil(1.0 / threshold - 1e-9)) if threshold > 0 else np.iinfo(np.int64).max
@@ -711,8 +711,9 @@ def _shares(data: SurfaceData, w: np.ndarray, slices: list[Slice], progress: boo
 
     The batch id is ``(surface x M + metric) x D + dimension``; a record's share is of the cell it
     falls in. ``thin`` marks records in a cell with fewer than ``min_contributors`` records of
-    non-zero mass; ``thin cells`` counts such cells (with any mass) in the batch. Metric arrays that are all zero (a reform that does not touch the metric) are skipped,
-    since every share on them is 0.
+    non-zero mass; ``thin cells`` counts such cells (with any mass) in the batch. Metric arrays
+    that are all zero (a reform that does not touch the metric) are skipped, since every share on
+    them is 0.
     """
     n, m = data.n_records, len(data.metrics)
     baseline = np.asarray(data.baseline, dtype=float)

@@ -213,7 +213,8 @@ def _rel_errors(truth: pd.DataFrame, estimate: pd.DataFrame, scale: Mapping[str,
     out = truth[["statistic", "statistic_kind", "metric"]].copy()
     out["truth"] = truth["value"].to_numpy()
     out["estimate"] = est.reindex(truth["statistic"]).to_numpy()
-    yardstick = TINY * truth["metric"].map(scale).to_numpy(dtype=float)
+    metric_scale = truth["metric"].map(scale).to_numpy(dtype=float)
+    yardstick = TINY * metric_scale
     big = np.abs(out["truth"].to_numpy()) >= yardstick
     big &= out["truth"].to_numpy() != 0
     out["tiny"] = ~big
@@ -223,7 +224,7 @@ def _rel_errors(truth: pd.DataFrame, estimate: pd.DataFrame, scale: Mapping[str,
     out["rel_error"] = np.where(out["scored"].to_numpy(), rel, np.nan)
     # Scale-free and robust to near-zero truths: the error as a share of the metric's total mass.
     with np.errstate(divide="ignore", invalid="ignore"):
-        scaled = (out["estimate"].to_numpy() - out["truth"].to_numpy()) / truth["metric"].map(scale).to_numpy(float)
+        scaled = (out["estimate"].to_numpy() - out["truth"].to_numpy()) / metric_scale
     out["scaled_error"] = np.where(np.isfinite(scaled), scaled, np.nan)
     return out
 

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from . import features as F
 from .calibrate import calibrate
-from .diagnose import Diagnosis, evaluate_surface, simulate_surface
+from .diagnose import Diagnosis, evaluate_surface, min_contributors, simulate_surface
 from .offspring import pieces_needed, spawn
 from .survey import Survey
 from .targets import build_target_matrix
@@ -112,19 +112,16 @@ def _stalled(rows: list[dict], patience: int) -> bool:
 
 
 def _thin_note(diag: Diagnosis) -> str:
-    need = int(np.ceil(1.0 / diag.threshold - 1e-9))
     return (
         f"{diag.n_above_thin_only} of the records above exceed it only on thin statistics ({diag.n_thin_statistics} "
-        f"statistics have fewer than {need} contributing households, so some share exceeds {diag.threshold:g} "
+        f"statistics have fewer than {min_contributors(diag.threshold)} contributing households, so some share exceeds {diag.threshold:g} "
         "whatever the weights; only more households in those cells can fix them)"
     )
 
 
 def _target_error(survey: Survey, targets: pd.DataFrame) -> float:
-    tm = build_target_matrix(survey, targets)
-    achieved = tm.matrix.T @ survey.weights
-    scale = np.where(tm.values != 0, np.abs(tm.values), 1.0)
-    return float(np.max(np.abs(achieved - tm.values) / scale)) if len(tm.values) else 0.0
+    rel = build_target_matrix(survey, targets).relative_errors(survey.weights)
+    return float(np.abs(rel).max()) if len(rel) else 0.0
 
 
 def regularise_loop(
@@ -222,8 +219,8 @@ def regularise_loop(
         if round_number > 0 and _stalled(rows, patience):
             message = (
                 f"stopped after round {round_number}: no progress for {patience} round(s) (neither fewer records "
-                f"above the threshold, on all surfaces or on the baseline, nor a lower max influence, nor a Kish "
-                f"ESS 1% higher; now "
+                f"above the threshold, on all surfaces, on the baseline or on statistics that are not thin, nor a "
+                f"lower max influence, nor a Kish ESS 1% higher; now "
                 f"{row['records_above']} records above, max influence {row['max_influence']:.4f}); "
                 + _thin_note(diag)
             )
