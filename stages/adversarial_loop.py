@@ -2,7 +2,7 @@
 
 import argparse
 
-from weightreg.cli import run_loop
+from weightreg.runners import run_loop
 from weightreg.params import load_params
 
 

@@ -2,7 +2,7 @@
 
 import argparse
 
-from weightreg.cli import run_diagnose
+from weightreg.runners import run_diagnose
 from weightreg.params import load_params
 
 

@@ -2,7 +2,7 @@
 
 import argparse
 
-from weightreg.cli import run_recalibrate
+from weightreg.runners import run_recalibrate
 from weightreg.params import load_params
 
 

@@ -2,7 +2,7 @@
 
 import argparse
 
-from weightreg.cli import run_world
+from weightreg.runners import run_world
 from weightreg.params import load_params
 
 

@@ -2,7 +2,7 @@
 
 import argparse
 
-from weightreg.cli import run_train
+from weightreg.runners import run_train
 from weightreg.params import load_params
 
 
@@ -20,7 +20,7 @@ def main(argv=None):
         loss_path="plots/train_generator/loss.csv",
         progress=not args.quiet,
     )
-    print(f"train_generator: {model!r}; fit {metrics['fit_seconds']} s, valid share {metrics['valid_share']:.3f}")
+    print(f"train_generator: {model!r}; fit {model.info.fit_seconds:.1f} s, valid share {metrics['valid_share']:.3f}")
 
 
 if __name__ == "__main__":

@@ -186,3 +186,50 @@ def test_random_draw_columns_are_copied_or_drawn_afresh_and_reproducible(world, 
     # Same seed, same draws: the file simulates the same way every time.
     pd.testing.assert_frame_equal(a.survey.household, b.survey.household)
     pd.testing.assert_frame_equal(a.survey.benunit, b.survey.benunit)
+
+
+def test_root_households_follow_the_parent_chain_by_hand():
+    from weightreg.errors import FeatureError
+    from weightreg.offspring import root_households
+
+    s = Survey(pd.DataFrame({"person_id": [1000], "person_household_id": [1], "person_benunit_id": [101]}),
+               pd.DataFrame({"benunit_id": [101]}),
+               pd.DataFrame({"household_id": [1, 2, 7, 8, 9], "household_weight": 1.0,
+                             PARENT_COLUMN: [-1, -1, 1, 7, 2]}), "2025")
+    # 8 -> 7 -> 1 (two generations), 9 -> 2, originals are their own roots; order and repeats kept.
+    assert root_households(s, [8, 9, 1, 7, 2, 8]).tolist() == [1, 2, 1, 1, 2, 1]
+    plain = Survey(s.person, s.benunit, s.household.drop(columns=[PARENT_COLUMN]), "2025")
+    assert root_households(plain, [7, 8]).tolist() == [7, 8]
+    looped = Survey(s.person, s.benunit, s.household.assign(**{PARENT_COLUMN: [2, 1, 1, 7, 2]}), "2025")
+    with pytest.raises(FeatureError, match="cycle"):
+        root_households(looped, [1])
+
+
+def test_second_generation_offspring_copy_from_the_root_they_were_sampled_near(world, extraction):
+    from weightreg.offspring import root_households
+
+    s = world.survey.copy()
+    s.person["some_person_code"] = np.arange(1, len(s.person) + 1, dtype=np.int64)
+    spec = extraction.spec
+    parent, rows = _clone_and_other(extraction)
+    first = spawn(s, [parent], [3], rows, extraction.features.loc[[parent]], spec, 1)
+    other_id = first.new_household_ids[1]  # synthetic: another household's row, nothing of the parent's
+    assert root_households(first.survey, [other_id]).tolist() == [parent]
+    # Its offspring, sampled near the root: an exact clone of the root's row.
+    clone = extraction.features.loc[[parent]].reset_index(drop=True).assign(parent_id=other_id)
+    second = spawn(first.survey, [other_id], [2], clone, extraction.features.loc[[parent]].set_axis([other_id]),
+                   spec, 2, feature_sources=[parent])
+    (grandchild,) = second.new_household_ids
+    out = second.survey
+    assert root_households(out, [grandchild]).tolist() == [parent]
+    hh = out.household.set_index("household_id")
+    assert hh.loc[grandchild, PARENT_COLUMN] == other_id and hh.loc[grandchild, ROUND_COLUMN] == 2
+    # The grandchild agrees with the root on every feature, so it copies the root's person codes,
+    # not the (neutral, 0) codes of the synthetic household whose weight it took.
+    codes = out.person.groupby("person_household_id")["some_person_code"].apply(sorted)
+    assert codes[grandchild] == codes[parent] and min(codes[parent]) > 0
+    assert set(codes[other_id]) == {0}
+    # Weight: the synthetic parent's weight was split in two, nothing else moved.
+    w1 = first.survey.household.set_index("household_id")["household_weight"]
+    assert hh.loc[[other_id, grandchild], "household_weight"].sum() == pytest.approx(w1[other_id], rel=1e-15)
+    assert hh["household_weight"].sum() == pytest.approx(w1.sum(), rel=1e-12)

@@ -63,6 +63,16 @@ def test_base_install_really_lacks_the_extra():
         peb.require_policyengine()
 
 
+def test_reform_batches_are_contiguous_near_equal_and_keep_order():
+    items = list(range(10))
+    for n in (1, 2, 3, 4, 10, 25):
+        batches = peb._batches(items, n)
+        assert [x for b in batches for x in b] == items
+        assert len(batches) == min(n, 10) and all(batches)
+        assert max(map(len, batches)) - min(map(len, batches)) <= 1
+    assert peb._batches(items, 3) == [[0, 1, 2], [3, 4, 5, 6], [7, 8, 9]]
+
+
 def test_unknown_simulator_is_a_parameter_error():
     with pytest.raises(ParameterError, match="'builtin' or 'policyengine'"):
         simulate_surface_from_params(tiny_survey(), {"simulator": "openfisca", "surface": {}})
@@ -81,6 +91,21 @@ def test_random_reforms_draw_only_the_listed_policyengine_paths():
     assert {p for r in default for p in r} <= set(peb.DEFAULT_REFORM_PATHS)
     with pytest.raises(ParameterError, match="reform_paths"):
         peb.reforms_from_params({"reforms": {"count": 1}, "policyengine": {"reform_paths": PATHS[0]}})
+
+
+def test_every_stage_draws_its_reforms_for_the_params_simulator():
+    """Diagnose, the loop and evaluate's fresh reforms (its own seed and count) all go through
+    runners.reforms_from_params: PolicyEngine paths under simulator: policyengine, builtin ones otherwise."""
+    from weightreg.parameters import REFORMABLE_PATHS
+    from weightreg.runners import reforms_from_params
+
+    fresh = reforms_from_params(pe_params(count=20), seed=99, count=6)
+    assert len(fresh) == 6 and {p for r in fresh for p in r} <= set(PATHS)
+    assert fresh == peb.reforms_from_params(pe_params(count=20), seed=99, count=6)
+    assert fresh != reforms_from_params(pe_params(count=20), seed=98, count=6)
+    assert reforms_from_params(pe_params(count=3)) == peb.reforms_from_params(pe_params(count=3))
+    builtin = reforms_from_params(dict(pe_params(count=3), simulator="builtin"), seed=99, count=6)
+    assert {p for r in builtin for p in r} <= set(REFORMABLE_PATHS) and not {p for r in builtin for p in r} & set(PATHS)
 
 
 # ---- with policyengine-uk installed ------------------------------------------------------------
@@ -143,12 +168,35 @@ def test_reform_translation_scales_the_baseline_value_and_names_bad_paths(pe_fil
 
 
 @pytest.mark.policyengine
-def test_policyengine_sweep_on_two_dask_workers_is_identical(pe_file, pe_surface):
-    params = pe_params(count=1, dask={"workers": 2})
-    data = simulate_surface_from_params(read_survey(pe_file), params)
-    assert data.reforms == pe_surface.reforms
-    assert data.deltas.tobytes() == pe_surface.deltas.tobytes()
-    assert data.baseline.tobytes() == pe_surface.baseline.tobytes()
+def test_policyengine_sweep_on_two_dask_workers_is_identical(pe_file):
+    survey = read_survey(pe_file)
+    here = simulate_surface_from_params(survey, pe_params(count=3))
+    for dask in ({"workers": 2}, {"workers": 2, "reforms_per_task": 1}, {"enabled": True, "workers": 1}):
+        data = simulate_surface_from_params(survey, pe_params(count=3, dask=dask))
+        assert data.reforms == here.reforms
+        assert data.deltas.tobytes() == here.deltas.tobytes(), dask
+        assert data.baseline.tobytes() == here.baseline.tobytes(), dask
+
+
+@pytest.mark.policyengine
+def test_reforms_in_place_equal_fresh_simulations_and_never_stack(pe_file):
+    survey = read_survey(pe_file)
+    root = __import__("policyengine_uk").CountryTaxBenefitSystem().parameters
+    reforms = [peb.to_policyengine_reform(r, "2025", root) for r in peb.reforms_from_params(pe_params(count=3))]
+    # The same path twice in a row: a stacked second reform would scale the first one's value.
+    reforms.append(dict(reforms[-1]))
+    shared = (survey.person, survey.benunit, survey.household, "2025",
+              ("income_tax", "universal_credit", "household_net_income"))
+    sequence = [None, *reforms, None]  # the trailing baseline checks the reset after a reform
+    in_place = list(peb.simulate_in_place(shared, sequence))
+    assert len(in_place) == len(sequence)
+    for k, reform in enumerate(sequence):
+        fresh = peb.calculate_metrics(shared, reform)
+        for name, values in fresh.items():
+            assert in_place[k][name].tobytes() == values.tobytes(), (k, name)
+    moved = [np.abs(out["income_tax"] - in_place[0]["income_tax"]).sum() for out in in_place[1:-1]]
+    assert min(moved) > 0  # every reform changes income tax on this file, so the comparison has teeth
+    assert in_place[-2]["income_tax"].tobytes() == in_place[-3]["income_tax"].tobytes()
 
 
 @pytest.mark.policyengine

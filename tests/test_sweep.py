@@ -61,10 +61,16 @@ def test_sweep_is_bit_identical_to_the_in_process_loop(survey, reforms, in_proce
     pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
+def _lengths(shared, batch):
+    return len(batch)
+
+
 def test_map_reforms_keeps_item_order_and_shares_the_payload():
     with dask_client(SweepSettings(enabled=True, workers=2)) as client:
         assert map_reforms(_square, {"offset": 100}, list(range(8)), client=client) == [100 + k * k for k in range(8)]
         assert map_reforms(_square, {"offset": 0}, [], client=client) == []
+        # Batches as items, each counted by its length on the progress bar, still in order.
+        assert map_reforms(_lengths, None, [[1], [2, 3], [4, 5, 6]], client=client, item_size=len) == [1, 2, 3]
         with pytest.raises(ValueError, match="task 3 failed"):
             map_reforms(_fail_on_three, None, list(range(6)), client=client)
 
@@ -83,6 +89,10 @@ def test_settings_from_params_and_when_the_sweep_is_distributed():
         settings_from_params({"dask": {"worker": 2}})
     with pytest.raises(ParameterError, match="dask.enabled"):
         settings_from_params({"dask": {"enabled": "yes"}})
+    assert settings_from_params({"dask": {"reforms_per_task": 4}}).reforms_per_task == 4
+    assert settings_from_params({"dask": {"reforms_per_task": None}}).reforms_per_task is None
+    with pytest.raises(ParameterError, match="dask.reforms_per_task"):
+        settings_from_params({"dask": {"reforms_per_task": 0}})
 
 
 def test_params_route_the_builtin_sweep_through_dask(survey, in_process, reforms, monkeypatch):

@@ -659,7 +659,7 @@ def run_evaluate(
     and in ``plots_dir``: ``truth_error.csv``, ``ess_compare.csv``, ``worst_statistics.csv``.
     """
     from .atomic import write_csv, write_json
-    from .cli import _surface_kwargs, reforms_from_params, simulate_surface_from_params
+    from .runners import _surface_kwargs, reforms_from_params, simulate_surface_from_params
     from .params import get, positive
     from .policyengine_format import read_survey
     from .targets import read_targets

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from . import features as F
 from .calibrate import calibrate
 from .diagnose import Diagnosis, evaluate_surface, min_contributors, simulate_surface
-from .offspring import pieces_needed, spawn
+from .offspring import pieces_needed, root_households, spawn
 from .survey import Survey
 from .targets import build_target_matrix
 
@@ -165,7 +165,7 @@ def regularise_loop(
         always_hold: feature columns every offspring keeps from its parent (see
             :func:`weightreg.generator.sample_offspring`).
         simulate: ``simulate(survey, reforms) -> SurfaceData`` (e.g. the PolicyEngine backend via
-            :func:`weightreg.cli.simulate_surface_from_params`); default: the builtin model with ``surface``.
+            :func:`weightreg.runners.simulate_surface_from_params`); default: the builtin model with ``surface``.
         progress: show progress bars.
         log: called with one line per round (``None`` for silence).
     """
@@ -245,7 +245,11 @@ def regularise_loop(
         offenders["baseline"] = on_baseline[offenders.index.to_numpy()]
         offenders = offenders.sort_values(["baseline", "thin_only", "weight", "max_influence"],
                                           ascending=[False, True, False, False], kind="stable")
-        is_eligible = offenders["household_id"].isin(eligible_ids)
+        # An offender that is itself an offspring splits its own weight, but its offspring are sampled
+        # near its root, the real household of the starting survey it descends from: conditioning on a
+        # synthetic household would compound the generator's errors generation after generation.
+        offenders["root"] = root_households(current, offenders["household_id"].to_numpy())
+        is_eligible = offenders["root"].isin(eligible_ids)
         ineligible.extend(offenders.loc[~is_eligible, "household_id"].tolist())
         offenders = offenders[is_eligible].head(records_per_round)
         if offenders.empty:
@@ -253,11 +257,12 @@ def regularise_loop(
             break
         pieces = pieces_needed(offenders["max_influence"].to_numpy(), threshold, max_offspring + 1)
         parent_ids = offenders["household_id"].to_numpy()
-        parent_features = extraction.features.loc[parent_ids]
+        roots = offenders["root"].to_numpy()
+        parent_features = extraction.features.loc[roots].set_axis(pd.Index(parent_ids, name="household_id"))
         sampled = sample_offspring(model, parent_features, pieces - 1, conditioning_fractions, rng,
                                    always_hold=always_hold)
         spawned = spawn(current.with_weights(reference), parent_ids, pieces, sampled, parent_features, spec,
-                        round_number + 1, rng=rng)
+                        round_number + 1, rng=rng, feature_sources=roots)
         candidate = spawned.survey
         tm = build_target_matrix(candidate, targets)
         fit = calibrate(tm.matrix, tm.values, candidate.weights, penalty=penalty, tol=tol, target_names=tm.names)

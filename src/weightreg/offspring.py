@@ -229,6 +229,24 @@ def _parent_values(entity, col, target, survey, par, built, spec) -> pd.Series:
     return pd.Series(values, index=target.index)
 
 
+def root_households(survey: Survey, household_ids) -> np.ndarray:
+    """The original household each of ``household_ids`` descends from: itself for a household of the
+    starting survey, else its parent's root, following ``household_parent_id`` up the chain."""
+    ids = np.asarray(household_ids).astype(np.int64)
+    if PARENT_COLUMN not in survey.household:
+        return ids
+    parent = pd.Series(survey.household[PARENT_COLUMN].to_numpy(dtype=np.int64),
+                       index=survey.household["household_id"].to_numpy(dtype=np.int64))
+    roots = ids.copy()
+    for _ in range(len(parent) + 1):  # a chain is at most one link per round
+        up = parent.reindex(roots, fill_value=-1).to_numpy()
+        step = up != -1
+        if not step.any():
+            return roots
+        roots = np.where(step, up, roots)
+    raise FeatureError(f"{PARENT_COLUMN} forms a cycle; a household cannot descend from itself")
+
+
 def spawn(
     survey: Survey,
     parent_ids,
@@ -238,6 +256,7 @@ def spawn(
     spec,
     round_number: int,
     rng: np.random.Generator | None = None,
+    feature_sources=None,
 ) -> SpawnResult:
     """Split each parent's weight into ``pieces`` equal parts: the parent keeps one, its offspring the rest.
 
@@ -247,11 +266,16 @@ def spawn(
         pieces: for each parent, the number of pieces (parent + offspring), at least 2.
         offspring_rows: flat feature rows with a ``parent_id`` column; exactly ``pieces - 1`` rows per
             parent, in any order.
-        parent_features: the parents' flat features (index = household_id).
+        parent_features: the flat features the offspring were sampled near, one row per parent
+            (index = the parent's household_id): the parents' own, or those of ``feature_sources``.
         spec: the :class:`features.FeatureSpec` the rows follow.
         round_number: recorded in ``offspring_round``.
         rng: draws the random-draw columns of offspring that do not copy them (required when the
             survey has such a column).
+        feature_sources: for each parent, the household whose features ``parent_features`` holds and
+            whose unmodelled columns offspring that agree with it copy (default: the parent itself).
+            The loop passes each parent's root (:func:`root_households`), so an offspring's offspring
+            are sampled near a real household rather than near a synthetic one.
 
     The pieces sum to the parent's weight exactly, so total weight is conserved by the split.
     """
@@ -269,8 +293,11 @@ def spawn(
     new_ids = allocate_household_ids(survey, len(rows))
     built = F.build(rows[list(spec.columns())], spec, household_ids=new_ids,
                     weights=share.reindex(rows["parent_id"]).to_numpy(), time_period=survey.time_period)
+    sources = pd.Series(parent_ids if feature_sources is None else np.asarray(feature_sources), index=parent_ids)
+    if len(sources) != len(parent_ids):
+        raise FeatureError("spawn: feature_sources must give one household per parent")
     parents = parent_features.reindex(rows["parent_id"]).reset_index(drop=True)
-    parents["household_id"] = rows["parent_id"].to_numpy()
+    parents["household_id"] = sources.reindex(rows["parent_id"]).to_numpy()
     built, derived, copied, neutral, drawn = fill_unmodelled(built, survey, spec, rows, parents, rng)
     built.household[PARENT_COLUMN] = rows["parent_id"].to_numpy(dtype=np.int64)
     built.household[ROUND_COLUMN] = np.int64(round_number)

@@ -20,8 +20,11 @@ How the surface is computed:
   PolicyEngine reform dicts ``{path: {"2025": value}}`` (that fiscal year only) before anything
   is simulated, so an unknown path fails at once, naming it. The random reforms scale paths drawn
   from ``policyengine.reform_paths`` in params (:func:`reforms_from_params`);
-* each reform is a separate ``Microsimulation`` (a process-safe, independent task), run in this
-  process or as Dask tasks (:mod:`weightreg.sweep`), with identical results.
+* in this process, one ``Microsimulation`` gives the baseline and then each reform in turn, its
+  parameters reset and reformed in place (:func:`simulate_in_place`: bit-identical to a fresh
+  reform simulation, and cheaper since building a simulation is a large part of its cost); on Dask
+  (:mod:`weightreg.sweep`) the baseline and reforms run as batches, one simulation per task, with
+  identical results whatever the number of workers.
 
 Two properties of PolicyEngine UK that users of the surface must know (ARCHITECTURE.md):
 
@@ -33,10 +36,11 @@ Two properties of PolicyEngine UK that users of the surface must know (ARCHITECT
   households' weights change: a surface computed under one set of weights is exact only for those
   weights, and a loop that changes weights must re-simulate to stay exact.
 
-Measured on a 2-core machine (policyengine-uk 2.162.10, offline): a 53,508-household baseline
-takes about 21 s and a reform 31-37 s applied in place on one simulation (46-67 s as a separate
-reform simulation, which is what this module runs), peak memory 3.3 GB, growing about 40 MB per
-reform inside one process.
+Measured on a 2-core machine (policyengine-uk 2.162.10, offline), as the issue reported it: a
+53,508-household baseline takes about 21 s and a reform 31-37 s applied in place on one simulation
+(46-67 s as a separate reform simulation), peak memory 3.3 GB, growing about 40 MB per reform
+inside one process. On the embedded world, ``benchmarks/bench_policyengine_sweep.py`` measures
+this module's sweep (README).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from __future__ import annotations
 import importlib.util
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import SimpleNamespace
 
 import numpy as np
@@ -63,6 +67,8 @@ __all__ = [
     "to_policyengine_reform",
     "survey_dataset",
     "calculate_metrics",
+    "simulate_in_place",
+    "calculate_batch",
     "simulate_surface_policyengine",
 ]
 
@@ -112,10 +118,11 @@ def require_policyengine() -> None:
 
 
 # ---- reforms ----------------------------------------------------------------------------------
-def reforms_from_params(params: Mapping) -> list[dict]:
+def reforms_from_params(params: Mapping, seed: int | None = None, count: int | None = None) -> list[dict]:
     """The random reforms the params describe, over ``policyengine.reform_paths``.
 
-    ``reforms.count`` reforms drawn with ``reforms.seed``, each scaling 2-4 distinct paths (fewer
+    ``reforms.count`` reforms drawn with ``reforms.seed`` (``count`` and ``seed`` override them, as
+    for evaluate's fresh reforms), each scaling 2-4 distinct paths (fewer
     when fewer are listed) by multipliers from U(``reforms.low``, ``reforms.high``), as for the
     builtin model.
     Validity of the paths is checked against PolicyEngine's parameters when they are applied.
@@ -128,8 +135,8 @@ def reforms_from_params(params: Mapping) -> list[dict]:
         raise ParameterError(f"policyengine.reform_paths = {paths!r} must be a list of PolicyEngine parameter paths")
     paths = list(dict.fromkeys(paths))
     return random_reforms(
-        int(section.get("count", 32)),
-        np.random.default_rng(int(section.get("seed", 0))),
+        int(section.get("count", 32) if count is None else count),
+        np.random.default_rng(int(section.get("seed", 0) if seed is None else seed)),
         low=float(section.get("low", 0.8)),
         high=float(section.get("high", 1.2)),
         n_params=(min(2, len(paths)), min(4, len(paths))),
@@ -205,10 +212,12 @@ def survey_dataset(person, benunit, household, year):
 
 
 def calculate_metrics(shared, pe_reform: Mapping | None) -> dict[str, np.ndarray]:
-    """One simulation (a Dask task): ``{variable: unweighted household values}``.
+    """One fresh simulation: ``{variable: unweighted household values}`` under ``pe_reform``.
 
     ``shared`` is ``(person, benunit, household, year, variables)``; ``pe_reform`` a PolicyEngine
-    reform dict or ``None`` for the baseline.
+    reform dict or ``None`` for the baseline. The sweep itself uses :func:`simulate_in_place`,
+    which gives the same arrays bit for bit (``tests/test_policyengine_backend.py``) in a fraction
+    of the time; this is the reference it is checked against.
     """
     from policyengine_uk import Microsimulation
 
@@ -216,11 +225,62 @@ def calculate_metrics(shared, pe_reform: Mapping | None) -> dict[str, np.ndarray
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PolicyEngine warns about inputs it does not use
         sim = Microsimulation(dataset=survey_dataset(person, benunit, household, year), reform=pe_reform or None)
-        period = int(str(year)[:4])
-        return {
-            name: np.asarray(sim.calculate(name, period, map_to="household", unweighted=True), dtype=float)
-            for name in variables
-        }
+        return _calculate(sim, variables, int(str(year)[:4]))
+
+
+def _calculate(sim, variables, period: int) -> dict[str, np.ndarray]:
+    return {
+        name: np.asarray(sim.calculate(name, period, map_to="household", unweighted=True), dtype=float)
+        for name in variables
+    }
+
+
+def simulate_in_place(shared, pe_reforms: Sequence[Mapping | None]) -> Iterator[dict[str, np.ndarray]]:
+    """Per reform in turn (``None``: the baseline), ``{variable: unweighted household values}``,
+    from one simulation whose parameters are reset and reformed in place.
+
+    Building a ``Microsimulation`` (reading the dataset, uprating, the construction-time reforms)
+    is most of a fresh reform simulation's cost, so each reform is applied to the one simulation
+    instead: its parameter tree is reset to a copy taken right after construction, and
+    ``apply_reform`` applies the reform and drops every computed value. Reforms therefore never
+    stack, and each result equals a fresh ``Microsimulation(dataset, reform=...)``'s bit for bit.
+    Only numeric parameter changes are applied this way (:func:`to_policyengine_reform` admits
+    nothing else), so no construction-time structural reform is skipped.
+
+    Memory grows about 40 MB per reform in one process (PolicyEngine's own caches); a Dask task
+    runs one batch and its worker returns the memory.
+    """
+    from policyengine_uk import Microsimulation
+
+    person, benunit, household, year, variables = shared
+    period = int(str(year)[:4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sim = Microsimulation(dataset=survey_dataset(person, benunit, household, year))
+    system = sim.tax_benefit_system
+    pristine = system.parameters.clone()
+    reformed = False
+    for pe_reform in pe_reforms:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if pe_reform or reformed:
+                system.parameters = pristine.clone()
+                system._parameters_at_instant_cache = {}
+                sim.apply_reform(dict(pe_reform or {}))  # an empty reform still drops computed values
+                reformed = bool(pe_reform)
+            yield _calculate(sim, variables, period)
+
+
+def calculate_batch(shared, pe_reforms: Sequence[Mapping | None]) -> list[dict[str, np.ndarray]]:
+    """A Dask task: :func:`simulate_in_place` over one batch of reforms, as a list."""
+    return list(simulate_in_place(shared, pe_reforms))
+
+
+def _batches(items: list, n_batches: int) -> list[list]:
+    """``items`` cut into ``n_batches`` contiguous runs of near-equal length (order kept)."""
+    n_batches = max(1, min(int(n_batches), len(items)))
+    edges = np.linspace(0, len(items), n_batches + 1).round().astype(int)
+    return [items[a:b] for a, b in zip(edges[:-1], edges[1:])]
 
 
 def simulate_surface_policyengine(
@@ -250,8 +310,6 @@ def simulate_surface_policyengine(
         ParameterError: an unknown PolicyEngine path in a reform (naming it and the reform).
     """
     from . import diagnose as D
-    from .sweep import SweepSettings, map_reforms
-
     require_policyengine()
     from policyengine_uk import CountryTaxBenefitSystem
 
@@ -277,7 +335,16 @@ def simulate_surface_policyengine(
     known = set(system.variables)
     simulated = [m for m in metrics if m in known and _input_present(m, survey, D)]
     shared = (survey.person, survey.benunit, survey.household, year, tuple(simulated) + (DECILE_VARIABLE,))
-    base = calculate_metrics(shared, None)
+    # The baseline, then each reform: in process on one simulation, reformed in place; on Dask as
+    # batches, one simulation per task, the baseline heading the first batch. Every item costs the same
+    # there, so one simulation is built per batch and none in this process.
+    items = [None] + (pe_reforms if simulated else [])
+    if sweep is not None and len(items) > 1:
+        outcomes = iter(_sweep_on_dask(shared, items, sweep, progress))
+    else:
+        outcomes = iter(tqdm(simulate_in_place(shared, items), total=len(items), desc="simulations",
+                             disable=not progress))
+    base = next(outcomes)
     result = SimpleNamespace(household=pd.DataFrame({k: base[k] for k in simulated}), missing_inputs=())
     ph = survey.person_household_index()
     used, rows, is_sim, dropped = [], [], [], {}
@@ -300,14 +367,6 @@ def simulate_surface_policyengine(
     baseline = np.vstack(rows)
     deltas = np.zeros((len(reforms), m, n))
     sim_rows = [i for i, s in enumerate(is_sim) if s]
-    task_shared = shared[:4] + (tuple(used[i] for i in sim_rows),)
-    if sweep is not None and pe_reforms and sim_rows:
-        where = {"settings": sweep} if isinstance(sweep, SweepSettings) else {"client": sweep}
-        outcomes = map_reforms(calculate_metrics, task_shared, pe_reforms, progress=progress, desc="reforms", **where)
-    elif sim_rows:
-        outcomes = (calculate_metrics(task_shared, r) for r in tqdm(pe_reforms, desc="reforms", disable=not progress))
-    else:
-        outcomes = ()
     for k, values_by_name in enumerate(outcomes):
         for i in sim_rows:
             values = values_by_name[used[i]]
@@ -315,6 +374,30 @@ def simulate_surface_policyengine(
             np.subtract(values, baseline[i], out=deltas[k, i])
     return D.surface_data(survey, used, baseline, deltas, reforms, slices, decile_income, n_deciles, dropped,
                           dropped_dims, start)
+
+
+def _sweep_on_dask(shared, pe_reforms: list, sweep, progress: bool) -> list[dict[str, np.ndarray]]:
+    """``pe_reforms`` (``None``: the baseline) as Dask tasks of :func:`calculate_batch`, results
+    flattened back into their order.
+
+    ``sweep`` is a :class:`~weightreg.sweep.SweepSettings` (a local cluster or a scheduler) or a
+    ``distributed.Client``. Reforms are cut into ``reforms_per_task``-sized batches, by default one
+    batch per worker, since each batch pays for building one simulation.
+    """
+    from .sweep import SweepSettings, dask_client, map_reforms
+
+    def run(client, settings):
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        per_task = getattr(settings, "reforms_per_task", None) or -(-len(pe_reforms) // workers)
+        batches = _batches(pe_reforms, -(-len(pe_reforms) // per_task))
+        results = map_reforms(calculate_batch, shared, batches, client=client, progress=progress,
+                              desc="simulations", item_size=len)
+        return [values for batch in results for values in batch]
+
+    if isinstance(sweep, SweepSettings):
+        with dask_client(sweep) as client:
+            return run(client, sweep)
+    return run(sweep, None)
 
 
 def _input_present(name: str, survey, D) -> bool:
