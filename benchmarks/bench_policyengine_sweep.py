@@ -26,7 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 import weightreg.policyengine_backend as peb
 from weightreg.diagnose import DEFAULT_METRICS

@@ -5,7 +5,6 @@ import hashlib
 import numpy as np
 import pandas as pd
 import pytest
-import tables
 
 from weightreg.errors import SurveyFormatError, SurveyValidationError
 from weightreg.policyengine_format import read_survey, write_survey
