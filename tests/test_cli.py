@@ -200,6 +200,21 @@ def test_regularise_meets_hard_targets_under_the_cap(world_dir, model_path, regi
     assert f"households added {summary['households_added']:,}" in printed
 
 
+def test_regularise_takes_the_surface_flags_of_diagnose(world_dir, model_path, region_targets, params_file):
+    """--reforms 0: the loop's first diagnosis is diagnose's baseline-only surface, record for record."""
+    assert main(["diagnose", str(world_dir / "survey.h5"), "--params", str(params_file), "--reforms", "0",
+                 "-o", "diag", "--quiet"]) == 0
+    before = json.loads(Path("diag/diagnose.json").read_text())
+    assert main(["regularise", str(world_dir / "survey.h5"), "--targets", str(region_targets), "--model",
+                 str(model_path), "--params", str(params_file), "--max-rounds", "0", "--reforms", "0",
+                 "--simulator", "builtin", "-o", "out/r.h5", "--quiet"]) == 0
+    loop = json.loads(Path("out/r.loop.json").read_text())
+    assert loop["records_above_threshold_before"] == before["records_above_threshold"]
+    assert loop["records_above_threshold_before"] == loop["baseline_records_above_threshold_before"]
+    assert main(["regularise", str(world_dir / "survey.h5"), "--targets", str(region_targets), "--model",
+                 str(model_path), "--reforms", "-1", "-o", "out/r2.h5", "--quiet"]) == 2
+
+
 def test_regularise_trains_a_generator_when_no_model_is_given(world_dir, region_targets, params_file):
     rc = main(["regularise", str(world_dir / "survey.h5"), "--targets", str(region_targets), "--params",
                str(params_file), "--epochs", "1", "--max-rounds", "1", "--threshold", "0.2", "-o", "out.h5",

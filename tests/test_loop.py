@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 
 import weightreg.generator as G
+import weightreg.loop as L
 from weightreg import features as F
 from weightreg.loop import regularise_loop
 from weightreg.offspring import root_households
+from weightreg.offspring import spawn as real_spawn
 from weightreg.survey import PARENT_COLUMN
 from weightreg.world import generate_world
 
@@ -44,12 +46,14 @@ def test_offspring_of_offspring_are_sampled_near_the_root_household(world, monke
         return rows.reset_index().rename(columns={"household_id": "parent_id"})
 
     monkeypatch.setattr(G, "sample_offspring", stand_in)
+    spawned = []
+    monkeypatch.setattr(L, "spawn", lambda *a, **k: spawned.append(real_spawn(*a, **k)) or spawned[-1])
     # One offspring per parent (max_offspring=1) halves an offender's weight, too little for the
     # heaviest, so offspring are themselves offenders in the next rounds.
     result = regularise_loop(survey, world.targets, _Model(spec), reforms=[], rng=np.random.default_rng(0),
                              threshold=0.05, records_per_round=50, max_rounds=3, max_offspring=1, penalty=0.01, log=None)
     assert len(calls) >= 2, result.message
-    out = result.survey
+    out = spawned[-1].survey  # every household the loop made (it may return an earlier round's survey)
     ids = out.household_ids
     original = set(survey.household_ids.tolist())
     second = [c for c in calls[1:] if (~c.index.isin(original)).any()]
@@ -67,3 +71,32 @@ def test_offspring_of_offspring_are_sampled_near_the_root_household(world, monke
     roots = root_households(out, offspring)
     np.testing.assert_allclose(built.loc[offspring, "council_tax"].to_numpy(), start.loc[roots, "council_tax"].to_numpy() + 1.0)
     assert len(ids) == len(set(ids))
+
+
+def test_the_loop_returns_its_best_round_not_its_last(world, monkeypatch):
+    survey = world.survey
+    spec = F.FeatureSpec.from_survey(survey)
+
+    def stand_in(model, parents, n, fractions, rng, *, always_hold=()):
+        counts = np.broadcast_to(np.asarray(n), (len(parents),))
+        return parents.loc[parents.index.repeat(counts)].reset_index().rename(columns={"household_id": "parent_id"})
+
+    monkeypatch.setattr(G, "sample_offspring", stand_in)
+    result = regularise_loop(survey, world.targets, _Model(spec), reforms=[], rng=np.random.default_rng(0),
+                             threshold=0.05, records_per_round=5, max_rounds=4, max_offspring=1, penalty=0.01,
+                             patience=10, log=None)
+    trace = result.trace
+    assert len(trace) == 5  # rounds 0-4 all diagnosed
+    keys = list(zip(trace["records_above_not_thin"], trace["baseline_records_above_not_thin"], -trace["ess"]))
+    best = min(range(len(keys)), key=lambda i: keys[i])
+    assert result.best_round == best
+    # What is returned is that round's survey and diagnosis, and the metrics describe it.
+    assert result.survey.n_households == trace["households"].iloc[best]
+    assert result.households_added == trace["households_added"].iloc[best]
+    assert result.after.n_above == trace["records_above"].iloc[best]
+    assert result.after.kish.kish_ess == pytest.approx(trace["ess"].iloc[best])
+    metrics = result.to_metrics()
+    assert metrics["best_round"] == best
+    assert metrics["records_above_threshold_not_thin_after"] == trace["records_above_not_thin"].iloc[best]
+    assert metrics["households_after"] == result.survey.n_households
+    assert (best == len(trace) - 1) == ("returning round" not in result.message)

@@ -57,6 +57,21 @@ def test_cli_without_the_extra_exits_2_with_the_install_command(monkeypatch, tmp
     assert not (tmp_path / "out" / "diagnose.json").exists()
 
 
+def test_regularise_without_the_extra_exits_2_before_training(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(peb, "policyengine_available", lambda: False)
+    survey = tiny_survey()
+    path = write_survey(survey, tmp_path / "tiny.h5")
+    targets = tmp_path / "targets.csv"
+    pd.DataFrame({"name": ["households"], "entity": ["household"], "variable": [""], "aggregation": ["count"],
+                  "filter": [""], "value": [float(survey.weights.sum())]}).to_csv(targets, index=False)
+    monkeypatch.chdir(tmp_path)
+    code = main(["regularise", str(path), "--targets", str(targets), "--simulator", "policyengine", "--quiet",
+                 "-o", "out.h5"])
+    assert code == 2
+    assert HINT in capsys.readouterr().err
+    assert not (tmp_path / "out.generator.pkl").exists() and not (tmp_path / "out.h5").exists()
+
+
 @pytest.mark.skipif(peb.policyengine_available(), reason="policyengine_uk is installed here")
 def test_base_install_really_lacks_the_extra():
     with pytest.raises(OptionalDependencyError, match="not installed"):

@@ -11,6 +11,7 @@ from .errors import WeightregError
 from .params import get
 from .runners import (  # noqa: F401  (re-exported: the CLI's public helpers)
     _surface_kwargs,
+    check_simulator,
     reforms_from_params,
     run_diagnose,
     run_loop,
@@ -73,13 +74,11 @@ def _load_params(path) -> dict:
     return {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULT_PARAMS.items()}
 
 
-def _cmd_diagnose(args) -> int:
-    params = _load_params(args.params)
-    if args.threshold is not None:
-        params["threshold"] = args.threshold
-    params.setdefault("reforms", dict(DEFAULT_PARAMS["reforms"]))
+def _apply_surface_flags(params: dict, args) -> None:
+    """``--reforms``, ``--seed``, ``--simulator``, ``--workers``, ``--scheduler`` into ``params``."""
+    params["reforms"] = {**DEFAULT_PARAMS["reforms"], **(params.get("reforms") or {})}
     if args.reforms is not None:
-        params["reforms"]["count"] = args.reforms
+        params["reforms"]["count"] = _flag("--reforms", args.reforms, "non-negative integer")
     if args.seed is not None:
         params["reforms"]["seed"] = args.seed
     if args.simulator:
@@ -87,9 +86,25 @@ def _cmd_diagnose(args) -> int:
     if args.workers is not None or args.scheduler is not None:
         params["dask"] = dict(params.get("dask") or {})
         if args.workers is not None:
-            params["dask"].update(enabled=True, workers=args.workers)
+            params["dask"].update(enabled=True, workers=_flag("--workers", args.workers))
         if args.scheduler is not None:
             params["dask"].update(enabled=True, scheduler=args.scheduler)
+
+
+def _add_surface_flags(p) -> None:
+    p.add_argument("--reforms", type=int, help="number of random reforms (default 32)")
+    p.add_argument("--seed", type=int, help="seed of the random reforms")
+    p.add_argument("--simulator", choices=["builtin", "policyengine"],
+                   help="tax-benefit model (policyengine needs: pip install \"weightreg[policyengine]\")")
+    p.add_argument("--workers", type=int, help="run the reform sweep on a local Dask cluster of this many processes")
+    p.add_argument("--scheduler", help="run the reform sweep on this Dask scheduler (tcp://host:8786)")
+
+
+def _cmd_diagnose(args) -> int:
+    params = _cli_params(args.params)
+    if args.threshold is not None:
+        params["threshold"] = args.threshold
+    _apply_surface_flags(params, args)
     out = Path(args.output)
     diagnosis = run_diagnose(
         args.survey,
@@ -104,7 +119,7 @@ def _cmd_diagnose(args) -> int:
 
 
 def _cmd_recalibrate(args) -> int:
-    params = _load_params(args.params)
+    params = _cli_params(args.params)
     for key in ("cap", "penalty"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
@@ -138,7 +153,7 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def _cli_params(path) -> dict:
-    """Params of the train, regularise and world commands: ``path`` (else ./params.yaml) over DEFAULT_PARAMS.
+    """Params of every command: ``path`` (else ./params.yaml) over DEFAULT_PARAMS.
 
     Sections or keys the file lacks take the defaults, so a params file need only hold what it changes.
     """
@@ -223,6 +238,7 @@ def _cmd_regularise(args) -> int:
         params["cap"] = _flag("--cap", args.cap, "positive number")
     if args.penalty is not None:
         params["penalty"] = _flag("--penalty", args.penalty, "positive number")
+    _apply_surface_flags(params, args)
     params["loop"] = dict(get(params, "loop", {}) or {})
     if args.max_rounds is not None:
         params["loop"]["max_rounds"] = _flag("--max-rounds", args.max_rounds, "non-negative integer")
@@ -234,7 +250,8 @@ def _cmd_regularise(args) -> int:
     out = _check_output_file(args.output)
     progress = not args.quiet
 
-    # Check the inputs before the (long) training: a bad survey or targets file fails in seconds.
+    # Check the inputs before the (long) training: a bad survey, targets file or simulator fails in seconds.
+    check_simulator(params)
     survey = read_survey(args.survey)
     read_targets(args.targets, survey)
     threshold = float(get(params, "threshold"))
@@ -337,12 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diagnose", help="influence of each household on a reporting surface, and Kish ESS")
     p.add_argument("survey", help="PolicyEngine UK .h5 file")
     p.add_argument("--threshold", type=float, help="influence share that counts as a violation (default 0.05)")
-    p.add_argument("--reforms", type=int, help="number of random reforms (default 32)")
-    p.add_argument("--seed", type=int, help="seed of the random reforms")
-    p.add_argument("--simulator", choices=["builtin", "policyengine"],
-                   help="tax-benefit model (policyengine needs: pip install \"weightreg[policyengine]\")")
-    p.add_argument("--workers", type=int, help="run the reform sweep on a local Dask cluster of this many processes")
-    p.add_argument("--scheduler", help="run the reform sweep on this Dask scheduler (tcp://host:8786)")
+    _add_surface_flags(p)
     p.add_argument("--params", help="params.yaml to read (default: ./params.yaml if present)")
     p.add_argument("-o", "--output", default="weightreg-diagnose", help="output folder")
     p.add_argument("--quiet", action="store_true")
@@ -379,10 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="trained generator .pkl (default: train one into OUT.generator.pkl)")
     p.add_argument("--epochs", type=int, help="epochs when training the generator here (default: params)")
     p.add_argument("--threshold", type=float, help="influence share that counts as a violation (default 0.05)")
-    p.add_argument("--max-rounds", type=int, help="loop rounds at most (loop.max_rounds; default 8)")
+    p.add_argument("--max-rounds", type=int, help="loop rounds at most (loop.max_rounds; default 12)")
     p.add_argument("--cap", type=float, help="absolute cap on any weight in the final recalibration")
     p.add_argument("--penalty", type=float,
                    help="soft targets in the final recalibration (default: hard; loop.penalty sets the loop's)")
+    _add_surface_flags(p)
     p.add_argument("--params", help="params.yaml to read (default: ./params.yaml if present)")
     p.add_argument("-o", "--output", required=True,
                    help="output .h5 (OUT.augmented.h5, OUT.metrics.json, OUT.loop.json, ... go beside it)")

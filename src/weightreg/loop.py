@@ -22,7 +22,9 @@ Each round:
 
 and stops when no record is above the threshold, when ``patience`` rounds make no progress (neither fewer
 records above the threshold, on all statistics or on those that are not thin, nor a lower maximum
-influence, nor a 1% higher Kish ESS), or after ``max_rounds``.
+influence, nor a 1% higher Kish ESS), or after ``max_rounds``. It returns the best round's survey
+(:attr:`LoopResult.best_round`), not necessarily the last: new offspring change the statistics'
+cells, so a round can leave more offenders than the one before.
 """
 
 from __future__ import annotations
@@ -52,9 +54,12 @@ class LoopResult:
         message: why the loop stopped, in words.
         nit: rounds run.
         trace: one row per diagnosis (round 0 = before any change).
-        before, after: the first and last diagnoses.
-        households_added: offspring households created.
-        max_rel_target_error: after the last recalibration.
+        before, after: the first diagnosis, and that of the survey returned.
+        households_added: offspring households in the survey returned.
+        max_rel_target_error: of the survey returned.
+        best_round: the round whose survey is returned: the fewest records above the threshold on
+            statistics that are not thin (ties: fewer such records on the baseline, then higher
+            Kish ESS). Offspring change the surface, so a later round can be worse than an earlier one.
         ineligible_offenders: offenders that could not be parents (beyond the flat layout).
     """
 
@@ -68,6 +73,7 @@ class LoopResult:
     households_added: int
     max_rel_target_error: float
     ineligible_offenders: list = field(default_factory=list)
+    best_round: int = 0
 
     def to_metrics(self) -> dict:
         return {
@@ -79,12 +85,13 @@ class LoopResult:
             "records_above_threshold_before": int(self.before.n_above),
             "records_above_threshold_after": int(self.after.n_above),
             "baseline_records_above_threshold_before": int(self.trace["baseline_records_above"].iloc[0]),
-            "baseline_records_above_threshold_after": int(self.trace["baseline_records_above"].iloc[-1]),
+            "baseline_records_above_threshold_after": int(self.trace["baseline_records_above"].iloc[self.best_round]),
             "records_above_threshold_not_thin_before": int(self.trace["records_above_not_thin"].iloc[0]),
-            "records_above_threshold_not_thin_after": int(self.trace["records_above_not_thin"].iloc[-1]),
+            "records_above_threshold_not_thin_after": int(self.trace["records_above_not_thin"].iloc[self.best_round]),
             "baseline_records_above_threshold_not_thin_after": int(
-                self.trace["baseline_records_above_not_thin"].iloc[-1]
+                self.trace["baseline_records_above_not_thin"].iloc[self.best_round]
             ),
+            "best_round": int(self.best_round),
             "max_influence_before": float(self.before.max_influence),
             "max_influence_after": float(self.after.max_influence),
             "ess_before": float(self.before.kish.kish_ess),
@@ -109,6 +116,12 @@ def _stalled(rows: list[dict], patience: int) -> bool:
     best_ess = max(r["ess"] for r in earlier)
     improved = any(r[k] < best[k] for r in recent for k in keys) or any(r["ess"] > 1.01 * best_ess for r in recent)
     return not improved
+
+
+def _rank(row: dict) -> tuple:
+    """Order of rounds, best first: fewest records above the threshold on statistics that are not thin,
+    then fewest such on the baseline, then highest Kish ESS."""
+    return (row["records_above_not_thin"], row["baseline_records_above_not_thin"], -row["ess"])
 
 
 def _thin_note(diag: Diagnosis) -> str:
@@ -184,6 +197,7 @@ def regularise_loop(
     target_error = _target_error(current, targets)
     diag = None
     first = None
+    best = None  # (trace row, survey, diagnosis, target error, households added, round)
     message = ""
     success = False
     nit = 0
@@ -205,6 +219,8 @@ def regularise_loop(
             "households": current.n_households,
         }
         rows.append(row)
+        if best is None or _rank(row) < _rank(best[0]):
+            best = (row, current, diag, target_error, added, round_number)
         if log:
             log(
                 f"round {round_number}: {diag.n_above} records above {threshold:g} "
@@ -275,15 +291,23 @@ def regularise_loop(
         added += len(spawned.new_household_ids)
         nit = round_number + 1
     trace = pd.DataFrame(rows)
+    best_row, best_survey, best_diag, best_error, best_added, best_round = best
+    if best_round != len(rows) - 1:
+        message += (
+            f"; returning round {best_round}'s survey, the best seen ({best_row['records_above_not_thin']} records "
+            f"above the threshold on statistics that are not thin, against {rows[-1]['records_above_not_thin']} "
+            "in the last round)"
+        )
     return LoopResult(
-        survey=current,
+        survey=best_survey,
         success=success,
         message=message,
         nit=nit,
         trace=trace,
         before=first,
-        after=diag,
-        households_added=added,
-        max_rel_target_error=target_error,
+        after=best_diag,
+        households_added=best_added,
+        max_rel_target_error=best_error,
         ineligible_offenders=sorted(set(ineligible)),
+        best_round=best_round,
     )

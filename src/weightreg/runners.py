@@ -14,6 +14,7 @@ import numpy as np
 from .params import get, positive
 
 __all__ = [
+    "check_simulator",
     "reforms_from_params",
     "run_diagnose",
     "run_loop",
@@ -57,6 +58,29 @@ def reforms_from_params(params: dict, seed=None, count=None) -> list[dict]:
     )
 
 
+def check_simulator(params: dict) -> str:
+    """The params' ``simulator``, checked before any long work: ``builtin``, or ``policyengine`` with the
+    extra installed.
+
+    Raises:
+        ParameterError: another value (naming the param and file).
+        OptionalDependencyError: ``policyengine`` without the extra (with the install command).
+    """
+    from .errors import ParameterError
+
+    simulator = get(params, "simulator", "builtin")
+    if simulator == "policyengine":
+        from .policyengine_backend import require_policyengine
+
+        require_policyengine()
+    elif simulator != "builtin":
+        raise ParameterError(
+            f"{params.get('_path', 'params.yaml')}: param 'simulator' = {simulator!r} must be 'builtin' or "
+            "'policyengine'"
+        )
+    return simulator
+
+
 def simulate_surface_from_params(survey, params: dict, reforms=None, progress=False):
     """Simulate the reporting surface the params describe.
 
@@ -65,24 +89,17 @@ def simulate_surface_from_params(survey, params: dict, reforms=None, progress=Fa
     reform sweep runs in this process, or as Dask tasks when the ``dask:`` params ask for it
     (:mod:`weightreg.sweep`); the results are the same either way.
     """
-    from .errors import ParameterError
     from .sweep import settings_from_params
 
-    simulator = get(params, "simulator", "builtin")
+    simulator = check_simulator(params)
     settings = settings_from_params(params)
     sweep = settings if settings.distributed else None
     if simulator == "policyengine":
         from . import policyengine_backend as pe
 
-        pe.require_policyengine()  # a clear install hint before anything else
         reforms = reforms_from_params(params) if reforms is None else reforms
         return pe.simulate_surface_policyengine(
             survey, reforms=reforms, progress=progress, sweep=sweep, **_surface_kwargs(params)
-        )
-    if simulator != "builtin":
-        raise ParameterError(
-            f"{params.get('_path', 'params.yaml')}: param 'simulator' = {simulator!r} must be 'builtin' or "
-            "'policyengine'"
         )
     from .diagnose import simulate_surface
 
@@ -254,6 +271,7 @@ def run_loop(survey_path, targets_path, model_path, params, *, out_path, metrics
     from .targets import read_targets
 
     section = get(params, "loop")
+    check_simulator(params)
     survey = read_survey(survey_path)
     targets = read_targets(targets_path, survey)
     model = load_generator(model_path)
