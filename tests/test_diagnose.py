@@ -179,6 +179,32 @@ def test_thin_statistics_hand_case():
     assert d.to_metrics()["records_above_threshold_thin_only"] == 1
 
 
+def test_weight_driven_and_value_driven_offenders_hand_case():
+    # One cell of 25 contributors (not thin at 0.05) and a zero-weight record. Record 0 has a large
+    # value, record 1 a large weight: masses 10, 5, 23 x 1 (total 38); at equal weights 10, 1, 23 x 1 (34).
+    n = 26
+    x = np.array([10.0] + [1.0] * 25)
+    w = np.array([1.0, 5.0] + [1.0] * 23 + [0.0])
+    data = SurfaceData(np.arange(n), w, ("x",), x[None, :], np.zeros((0, 1, n)), (),
+                       (Slice("g", np.zeros(n, dtype=int), ("a",)),))
+    d = evaluate_surface(data, threshold=0.05, equal_weights=True)
+    np.testing.assert_allclose(d.records["max_influence"].to_numpy()[:3], [10 / 38, 5 / 38, 1 / 38])
+    np.testing.assert_allclose(d.records["max_influence_equal_weights"].to_numpy(),
+                               [10 / 34] + [1 / 34] * 24 + [0.0])
+    assert d.n_above == 2 and d.n_above_thin_only == 0
+    assert d.n_above_value_driven == 1 and d.n_above_weight_driven == 1
+    metrics = d.to_metrics()
+    assert metrics["records_above_threshold_value_driven"] == 1
+    assert metrics["records_above_threshold_weight_driven"] == 1
+    assert "1 are weight-driven" in d.summary_text() and "1 value-driven" in d.summary_text()
+    # Without the second pass nothing is claimed, and the first pass is unchanged.
+    plain = evaluate_surface(data, threshold=0.05)
+    assert plain.n_above_value_driven is None and plain.n_above_weight_driven is None
+    assert "records_above_threshold_value_driven" not in plain.to_metrics()
+    assert "max_influence_equal_weights" not in plain.records
+    pd.testing.assert_frame_equal(plain.records, d.records.drop(columns="max_influence_equal_weights"))
+
+
 # ---- slices ------------------------------------------------------------------------------------
 def test_person_weighted_deciles_hand_case():
     income = np.array([10.0, 20.0, 30.0, 40.0])
@@ -294,7 +320,8 @@ def test_diagnose_report_shapes_and_metrics_json(small_random_survey):
     d = diagnose(s, n_reforms=3, rng=np.random.default_rng(1), threshold=0.05)
     assert isinstance(d, Diagnosis)
     assert list(d.records.columns) == [
-        "household_id", "weight", "max_influence", "max_influence_not_thin", "worst_statistic", "violations"
+        "household_id", "weight", "max_influence", "max_influence_not_thin", "worst_statistic", "violations",
+        "max_influence_equal_weights",
     ]
     assert d.records["household_id"].tolist() == s.household_ids.tolist()
     assert d.records["max_influence"].between(0, 1).all()
@@ -317,7 +344,7 @@ def test_weights_override_matches_evaluating_the_surface(small_random_survey):
     w = s.weights * np.random.default_rng(3).uniform(0.5, 1.5, s.n_households)
     d = diagnose(s, n_reforms=2, rng=np.random.default_rng(9), weights=w)
     data = simulate_surface(s, reforms=random_reforms_for(9, 2))
-    e = evaluate_surface(data, w)
+    e = evaluate_surface(data, w, equal_weights=True)
     pd.testing.assert_frame_equal(d.records, e.records)
     np.testing.assert_allclose(d.records["weight"], w)
 

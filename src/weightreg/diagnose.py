@@ -473,6 +473,13 @@ class Diagnosis:
             the weights: no reweighting can fix it, only more contributing households can.
         n_above_thin_only: households above the threshold only on thin statistics (their
             ``max_influence_not_thin`` in ``records`` is at most ``threshold``).
+        n_above_value_driven: of the households above the threshold on a statistic that is not thin,
+            those still above it with every weight alike (``max_influence_equal_weights`` in
+            ``records``, over statistics that are not thin): their own values dominate the cell, so
+            spreading weight cannot fix them; only more households in the cell (or a lower weight
+            for them alone) can. The rest of those households are *weight-driven*: their weight
+            makes them offenders, and splitting or capping it fixes them. ``None`` unless
+            :func:`evaluate_surface` ran with ``equal_weights=True``.
         timings: seconds spent ``simulate_s`` and ``influence_s`` (not in :meth:`to_metrics`: they
             vary run to run).
     """
@@ -493,6 +500,14 @@ class Diagnosis:
     timings: dict[str, float] = field(default_factory=dict)
     n_thin_statistics: int = 0
     n_above_thin_only: int = 0
+    n_above_value_driven: int | None = None
+
+    @property
+    def n_above_weight_driven(self) -> int | None:
+        """Households above the threshold on a statistic that is not thin but not at equal weights."""
+        if self.n_above_value_driven is None:
+            return None
+        return self.n_above - self.n_above_thin_only - self.n_above_value_driven
 
     def to_metrics(self) -> dict:
         """Numbers only, JSON-able and deterministic for the same inputs (for DVC metrics)."""
@@ -512,6 +527,14 @@ class Diagnosis:
             "n_statistics": int(self.n_statistics),
             "thin_statistics": int(self.n_thin_statistics),
             "records_above_threshold_thin_only": int(self.n_above_thin_only),
+            **(
+                {}
+                if self.n_above_value_driven is None
+                else {
+                    "records_above_threshold_value_driven": int(self.n_above_value_driven),
+                    "records_above_threshold_weight_driven": int(self.n_above_weight_driven),
+                }
+            ),
             "min_slice_ess": float(populated["ess"].min()) if len(populated) else 0.0,
             "empty_slices": int((cells["n_records"] == 0).sum()),
         }
@@ -536,6 +559,13 @@ class Diagnosis:
             f"{min_contributors(self.threshold)} contributing households: {self.n_thin_statistics:,} such statistics), "
             "which no reweighting can fix",
         ]
+        if self.n_above_value_driven is not None:
+            lines.append(
+                f"Of the {self.n_above - self.n_above_thin_only:,} above it on statistics that are not thin, "
+                f"{self.n_above_weight_driven:,} are weight-driven (at or below it with every weight alike: "
+                f"splitting or capping their weight fixes them) and {self.n_above_value_driven:,} value-driven "
+                "(above it even at equal weights: their values dominate the cell)"
+            )
         for what, dropped in (("metric", self.dropped_metrics), ("dimension", self.dropped_dimensions)):
             for name, reason in dropped.items():
                 lines.append(f"Dropped {what} {name}: {reason}")
@@ -605,7 +635,7 @@ def _ess_table(w: np.ndarray, slices: Sequence[Slice]) -> pd.DataFrame:
 
 
 def evaluate_surface(
-    data: SurfaceData, weights=None, threshold: float = 0.05, *, progress: bool = False
+    data: SurfaceData, weights=None, threshold: float = 0.05, *, progress: bool = False, equal_weights: bool = False
 ) -> Diagnosis:
     """Score ``weights`` on precomputed surfaces: per-record max influence, ESS, slice ESS.
 
@@ -618,6 +648,9 @@ def evaluate_surface(
         weights: shape (N,) household weights; ``data.weights`` when ``None``.
         threshold: influence share above which a record "violates" a statistic, in [0, 1].
         progress: show a progress bar over surfaces.
+        equal_weights: also score every household of positive weight at one common weight, on the
+            same cells (a second pass): ``max_influence_equal_weights`` in ``records`` and the split of
+            offenders into weight-driven and value-driven (:class:`Diagnosis`).
 
     Raises:
         ValueError: weights of the wrong shape, negative or not finite; a bad threshold.
@@ -636,6 +669,13 @@ def evaluate_surface(
         tracker.update(share, stat_id)
         not_thin.update(np.where(thin, 0.0, share), stat_id)
         n_thin += thin_cells
+    equal = None
+    if equal_weights:
+        # The same cells (deciles cut for w) and the same contributors, every weight alike: a record
+        # still above the threshold here owes it to its values, not its weight.
+        equal = InfluenceTracker(n, threshold)
+        for stat_id, share, thin, _ in _shares(data, (w > 0).astype(float), slices, False, min_contributors(threshold)):
+            equal.update(np.where(thin, 0.0, share), stat_id)
 
     # Readable names only for the distinct (statistic batch, cell) pairs that are someone's worst.
     stat = tracker.argmax
@@ -660,6 +700,11 @@ def evaluate_surface(
             "violations": tracker.violations,
         }
     )
+    above_not_thin = not_thin.max_influence > threshold
+    n_value = None
+    if equal is not None:
+        records["max_influence_equal_weights"] = equal.max_influence
+        n_value = int((above_not_thin & (equal.max_influence > threshold)).sum())
     worst = int(np.argmax(tracker.max_influence)) if n else -1
     top = float(tracker.max_influence[worst]) if n else 0.0
     cells_per_surface = sum(len(s.labels) for s in slices)
@@ -679,6 +724,7 @@ def evaluate_surface(
         n_statistics=int((1 + k_reforms) * m * cells_per_surface),
         n_thin_statistics=int(n_thin),
         n_above_thin_only=int(((tracker.max_influence > threshold) & (not_thin.max_influence <= threshold)).sum()),
+        n_above_value_driven=n_value,
         timings={"simulate_s": float(data.simulate_seconds), "influence_s": time.perf_counter() - start},
     )
 
@@ -789,6 +835,7 @@ def diagnose(
     parameters: Parameters | None = None,
     progress: bool = False,
     weights=None,
+    equal_weights: bool = True,
 ) -> Diagnosis:
     """Find the households whose weighted values dominate any statistic, baseline or reform.
 
@@ -807,6 +854,8 @@ def diagnose(
         parameters: baseline parameters (packaged 2025-26 when ``None``).
         progress: show progress bars.
         weights: weights to score instead of the survey's ``household_weight``.
+        equal_weights: split the offenders into weight- and value-driven (a second influence pass;
+            see :attr:`Diagnosis.n_above_value_driven`).
 
     Returns:
         A :class:`Diagnosis`.
@@ -826,4 +875,4 @@ def diagnose(
         n_deciles=n_deciles,
         progress=progress,
     )
-    return evaluate_surface(data, weights, threshold, progress=progress)
+    return evaluate_surface(data, weights, threshold, progress=progress, equal_weights=equal_weights)

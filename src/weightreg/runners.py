@@ -116,7 +116,7 @@ def run_diagnose(survey_path, params, *, metrics_path, plots_dir, records_path=N
     threshold = float(get(params, "threshold"))
     survey = read_survey(survey_path)
     data = simulate_surface_from_params(survey, params, progress=progress)
-    diagnosis = evaluate_surface(data, threshold=threshold, progress=progress)
+    diagnosis = evaluate_surface(data, threshold=threshold, progress=progress, equal_weights=True)
     write_diagnosis(diagnosis, data, metrics_path=metrics_path, plots_dir=plots_dir, records_path=records_path)
     return diagnosis
 
