@@ -23,6 +23,8 @@ from weightreg.plots import (
     heatmap_table,
     quantile_table,
     render_all,
+    OFFENDER_KINDS,
+    offender_kinds,
     scatter_table,
 )
 
@@ -128,6 +130,43 @@ def test_scatter_table_keeps_every_offender_and_samples_the_rest():
     pd.testing.assert_frame_equal(table, again)
     everything = scatter_table(hid, w, infl, threshold=0.05, rng=np.random.default_rng(3), n_others=2000)
     assert sorted(everything["household_id"]) == list(range(10))
+
+
+def test_offender_kinds_hand_case_and_the_scatter_column():
+    records = pd.DataFrame({
+        "household_id": [1, 2, 3, 4, 5],
+        "max_influence": [0.01, 0.30, 0.20, 0.08, 0.05],
+        "max_influence_not_thin": [0.01, 0.02, 0.20, 0.08, 0.05],
+        "max_influence_equal_weights": [0.01, 0.01, 0.10, 0.03, 0.05],
+    })
+    kinds = offender_kinds(records, 0.05)
+    # 1 below; 2 above only on a thin statistic; 3 still above at equal weights; 4 only by its
+    # weight; 5 exactly at the threshold is not above it.
+    assert kinds.tolist() == ["below threshold", "thin only", "value-driven", "weight-driven", "below threshold"]
+    assert offender_kinds(records.drop(columns="max_influence_equal_weights"), 0.05) is None
+    table = scatter_table(records["household_id"], np.ones(5), records["max_influence"], threshold=0.05,
+                          rng=np.random.default_rng(0), offender=kinds)
+    assert dict(zip(table["household_id"], table["offender"])) == dict(zip(records["household_id"], kinds))
+    with pytest.raises(ValueError, match="offender"):
+        scatter_table([1, 2], np.ones(2), [0.1, 0.0], threshold=0.05, rng=np.random.default_rng(0),
+                      offender=["weight-driven", "heavy"])
+
+
+def test_scatter_figure_colours_offenders_by_kind(tmp_path):
+    plots_dir = tmp_path / "plots"
+    write_inputs(plots_dir)
+    args = ["--plots-dir", str(plots_dir), "--figure", "influence_scatter.png", "--threshold", str(THRESHOLD)]
+    assert plots.main([*args, "--out-dir", str(tmp_path / "plain")]) == 0
+    path = plots_dir / "diagnose/influence_scatter.csv"
+    table = pd.read_csv(path)
+    kinds = np.where(table["max_influence"] > THRESHOLD, "weight-driven", "below threshold").astype(object)
+    kinds[np.flatnonzero(table["max_influence"] > THRESHOLD)[:2]] = "value-driven"
+    table.assign(offender=kinds).to_csv(path, index=False)
+    assert set(kinds) <= set(OFFENDER_KINDS)
+    assert plots.main([*args, "--out-dir", str(tmp_path / "kinds")]) == 0
+    plain = (tmp_path / "plain/influence_scatter.png").read_bytes()
+    coloured = (tmp_path / "kinds/influence_scatter.png").read_bytes()
+    assert coloured.startswith(PNG_SIGNATURE) and coloured != plain
 
 
 def test_heatmap_table_ranks_records_then_statistics():

@@ -32,7 +32,7 @@ def write_diagnosis(diagnosis, data, *, metrics_path, plots_dir, records_path=No
         seed: seeds the scatter plot's subsample of records below the threshold.
     """
     from .diagnose import influence_table
-    from .plots import quantile_table, scatter_table
+    from .plots import offender_kinds, quantile_table, scatter_table
 
     plots_dir = Path(plots_dir)
     write_json(diagnosis.to_metrics(), metrics_path)
@@ -45,7 +45,7 @@ def write_diagnosis(diagnosis, data, *, metrics_path, plots_dir, records_path=No
     ranked = records.sort_values(["max_influence", "household_id"], ascending=[False, True], kind="stable")
     write_csv(ranked.head(top), plots_dir / "top_offenders.csv")
     scatter = scatter_table(records["household_id"], w, records["max_influence"], threshold=diagnosis.threshold,
-                            rng=np.random.default_rng(seed))
+                            rng=np.random.default_rng(seed), offender=offender_kinds(records, diagnosis.threshold))
     write_csv(scatter, plots_dir / "influence_scatter.csv")
     positions = ranked.index.to_numpy()[:top]
     write_csv(influence_table(data, positions, w, top), plots_dir / "influence_heatmap.csv")

@@ -21,8 +21,9 @@ final weights), ``trimmed`` (capped), ``raked`` (the recalibrated final weights)
     influential households, most influential first.
 ``plots/diagnose/influence_scatter.csv``
     ``household_id``, ``weight``, ``max_influence``: every household with ``max_influence >
-    threshold`` plus a seeded sample of up to 2,000 others, sorted by ``household_id``.
-    :func:`scatter_table` builds it.
+    threshold`` plus a seeded sample of up to 2,000 others, sorted by ``household_id``; and, when
+    diagnose split its offenders, ``offender``: one of :data:`OFFENDER_KINDS` (the figure colours
+    the offenders by it). :func:`scatter_table` builds it.
 ``plots/diagnose/influence_heatmap.csv``
     ``household_id``, ``statistic``, ``influence`` (long form): the top 20 households by
     ``max_influence`` x the top 20 statistics by their largest influence among those households.
@@ -68,12 +69,14 @@ from .errors import WeightregError
 __all__ = [
     "QUANTILE_GRID",
     "WEIGHT_KINDS",
+    "OFFENDER_KINDS",
     "FIGURES",
     "PlotInputError",
     "Rendered",
     "render_all",
     "quantile_table",
     "scatter_table",
+    "offender_kinds",
     "heatmap_table",
     "main",
 ]
@@ -85,6 +88,10 @@ QUANTILE_GRID = np.concatenate([np.arange(100) / 100.0, [0.999, 1.0]])
 
 #: The weight vectors, in pipeline order (the order of bars and legends).
 WEIGHT_KINDS = ("original", "augmented", "regularised", "trimmed", "raked")
+
+#: The ``offender`` column of ``influence_scatter.csv``: below the threshold, above it only on thin
+#: statistics, above it even at equal weights (value-driven), above it because of the weight.
+OFFENDER_KINDS = ("below threshold", "thin only", "value-driven", "weight-driven")
 
 #: ESS levels drawn as reference lines: below 100 a cell's estimates are noisy; 500 is comfortable.
 ESS_LINES = (100.0, 500.0)
@@ -128,7 +135,7 @@ def quantile_table(**weights) -> pd.DataFrame:
 
 
 def scatter_table(household_id, weight, max_influence, *, threshold: float, rng: np.random.Generator,
-                  n_others: int = 2000) -> pd.DataFrame:
+                  n_others: int = 2000, offender=None) -> pd.DataFrame:
     """The ``influence_scatter.csv`` subsample: all records above ``threshold`` + a sample of others.
 
     Args:
@@ -136,9 +143,11 @@ def scatter_table(household_id, weight, max_influence, *, threshold: float, rng:
         threshold: records with ``max_influence > threshold`` are always kept.
         rng: draws the sample of the other records (without replacement).
         n_others: at most this many records at or below the threshold.
+        offender: optional per-household labels from :data:`OFFENDER_KINDS` (see
+            :func:`offender_kinds`), written as column ``offender``.
 
     Returns:
-        ``household_id``, ``weight``, ``max_influence``, sorted by ``household_id``.
+        ``household_id``, ``weight``, ``max_influence`` (and ``offender``), sorted by ``household_id``.
     """
     hid = np.asarray(household_id)
     w = np.asarray(weight, dtype=float)
@@ -154,7 +163,23 @@ def scatter_table(household_id, weight, max_influence, *, threshold: float, rng:
         others = rng.choice(others, size=n_others, replace=False)
     keep = np.union1d(np.flatnonzero(above), others)  # sorted, unique
     frame = pd.DataFrame({"household_id": hid[keep], "weight": w[keep], "max_influence": infl[keep]})
+    if offender is not None:
+        kinds = np.asarray(offender, dtype=object)
+        if kinds.shape != hid.shape or not set(kinds.tolist()) <= set(OFFENDER_KINDS):
+            raise ValueError(f"scatter_table: offender must hold one of {OFFENDER_KINDS} per household")
+        frame["offender"] = kinds[keep]
     return frame.sort_values("household_id", kind="stable", ignore_index=True)
+
+
+def offender_kinds(records: pd.DataFrame, threshold: float) -> np.ndarray | None:
+    """Per record of a diagnosis table, its :data:`OFFENDER_KINDS` label; ``None`` when the table
+    has no ``max_influence_equal_weights`` (diagnose did not split its offenders)."""
+    if "max_influence_equal_weights" not in records:
+        return None
+    above = records["max_influence"].to_numpy() > threshold
+    not_thin = records["max_influence_not_thin"].to_numpy() > threshold
+    value = records["max_influence_equal_weights"].to_numpy() > threshold
+    return np.select([~above, ~not_thin, value], list(OFFENDER_KINDS[:3]), OFFENDER_KINDS[3]).astype(object)
 
 
 def heatmap_table(influence, household_id, statistic, *, n_records: int = 20, n_statistics: int = 20) -> pd.DataFrame:
@@ -405,7 +430,13 @@ def _fig_influence_scatter(data: dict, threshold):
     infl = pts["max_influence"].to_numpy()
     above = infl > threshold if threshold is not None else np.zeros(infl.size, bool)
     ax.scatter(w[~above], infl[~above], s=6, alpha=0.5, color="C0", linewidths=0, label="households (sample)")
-    if above.any():
+    if above.any() and "offender" in pts:
+        kinds = pts["offender"].astype(str).to_numpy()
+        for kind, colour in zip(OFFENDER_KINDS[1:], ("C7", "C1", "C3")):
+            mask = above & (kinds == kind)
+            if mask.any():
+                ax.scatter(w[mask], infl[mask], s=14, color=colour, linewidths=0, label=f"{kind} ({mask.sum():,})")
+    elif above.any():
         ax.scatter(w[above], infl[above], s=14, color="C3", linewidths=0, label=f"above threshold ({above.sum():,})")
     if threshold is not None:
         ax.axhline(threshold, color="C3", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
