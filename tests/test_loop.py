@@ -16,15 +16,6 @@ from weightreg.loop import regularise_loop
 from weightreg.offspring import root_households
 from weightreg.offspring import spawn as real_spawn
 from weightreg.survey import PARENT_COLUMN
-from weightreg.world import generate_world
-
-
-@pytest.fixture(scope="module")
-def world():
-    return generate_world(
-        {"seed": 3, "population_households": 4000, "sample_households": 800, "enhancement_households": 40},
-        rng=np.random.default_rng(3),
-    )
 
 
 class _Model:

@@ -5,19 +5,11 @@ import pandas as pd
 import pytest
 
 from weightreg import features as F
+from weightreg.errors import FeatureError
 from weightreg.diagnose import simulate_surface
 from weightreg.offspring import allocate_household_ids, pieces_needed, spawn
 from weightreg.survey import PARENT_COLUMN, ROUND_COLUMN, Survey
 from weightreg.targets import build_target_matrix
-from weightreg.world import generate_world
-
-
-@pytest.fixture(scope="module")
-def world():
-    return generate_world(
-        {"seed": 3, "population_households": 4000, "sample_households": 800, "enhancement_households": 40},
-        rng=np.random.default_rng(3),
-    )
 
 
 @pytest.fixture(scope="module")
@@ -217,8 +209,10 @@ def test_second_generation_offspring_copy_from_the_root_they_were_sampled_near(w
     assert root_households(first.survey, [other_id]).tolist() == [parent]
     # Its offspring, sampled near the root: an exact clone of the root's row.
     clone = extraction.features.loc[[parent]].reset_index(drop=True).assign(parent_id=other_id)
-    second = spawn(first.survey, [other_id], [2], clone, extraction.features.loc[[parent]].set_axis([other_id]),
-                   spec, 2, feature_sources=[parent])
+    args = (first.survey, [other_id], [2], clone, extraction.features.loc[[parent]].set_axis([other_id]), spec, 2)
+    with pytest.raises(FeatureError, match="feature_sources"):
+        spawn(*args, feature_sources=[parent, parent])
+    second = spawn(*args, feature_sources=[parent])
     (grandchild,) = second.new_household_ids
     out = second.survey
     assert root_households(out, [grandchild]).tolist() == [parent]

@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-
 from .errors import WeightregError
 from .params import get
 from .runners import (  # noqa: F401  (re-exported: the CLI's public helpers)
@@ -71,7 +70,7 @@ def _load_params(path) -> dict:
         return load_params(path)
     if Path("params.yaml").exists():
         return load_params("params.yaml")
-    return {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULT_PARAMS.items()}
+    return {}  # _cli_params lays the file over DEFAULT_PARAMS
 
 
 def _apply_surface_flags(params: dict, args) -> None:

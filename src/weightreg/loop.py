@@ -197,7 +197,7 @@ def regularise_loop(
     target_error = _target_error(current, targets)
     diag = None
     first = None
-    best = None  # (trace row, survey, diagnosis, target error, households added, round)
+    best = None  # (round, its survey, its diagnosis); its figures are rows[round]
     message = ""
     success = False
     nit = 0
@@ -219,8 +219,8 @@ def regularise_loop(
             "households": current.n_households,
         }
         rows.append(row)
-        if best is None or _rank(row) < _rank(best[0]):
-            best = (row, current, diag, target_error, added, round_number)
+        if best is None or _rank(row) < _rank(rows[best[0]]):
+            best = (round_number, current, diag)
         if log:
             log(
                 f"round {round_number}: {diag.n_above} records above {threshold:g} "
@@ -291,7 +291,8 @@ def regularise_loop(
         added += len(spawned.new_household_ids)
         nit = round_number + 1
     trace = pd.DataFrame(rows)
-    best_row, best_survey, best_diag, best_error, best_added, best_round = best
+    best_round, best_survey, best_diag = best
+    best_row = rows[best_round]
     if best_round != len(rows) - 1:
         message += (
             f"; returning round {best_round}'s survey, the best seen ({best_row['records_above_not_thin']} records "
@@ -306,8 +307,8 @@ def regularise_loop(
         trace=trace,
         before=first,
         after=best_diag,
-        households_added=best_added,
-        max_rel_target_error=best_error,
+        households_added=best_row["households_added"],
+        max_rel_target_error=best_row["max_rel_target_error"],
         ineligible_offenders=sorted(set(ineligible)),
         best_round=best_round,
     )

@@ -293,9 +293,10 @@ def spawn(
     new_ids = allocate_household_ids(survey, len(rows))
     built = F.build(rows[list(spec.columns())], spec, household_ids=new_ids,
                     weights=share.reindex(rows["parent_id"]).to_numpy(), time_period=survey.time_period)
-    sources = pd.Series(parent_ids if feature_sources is None else np.asarray(feature_sources), index=parent_ids)
-    if len(sources) != len(parent_ids):
+    sources = parent_ids if feature_sources is None else np.asarray(feature_sources)
+    if sources.shape != parent_ids.shape:
         raise FeatureError("spawn: feature_sources must give one household per parent")
+    sources = pd.Series(sources, index=parent_ids)
     parents = parent_features.reindex(rows["parent_id"]).reset_index(drop=True)
     parents["household_id"] = sources.reindex(rows["parent_id"]).to_numpy()
     built, derived, copied, neutral, drawn = fill_unmodelled(built, survey, spec, rows, parents, rng)
