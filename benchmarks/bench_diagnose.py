@@ -3,7 +3,9 @@
 Builds each survey by resampling households (with replacement, fresh ids) from
 ``weightreg.world.generate_world`` when that module exists, else from a quick random survey built
 here. For each size it times the two halves of ``diagnose`` separately — ``simulate_surface``
-(baseline + one simulation per reform) and ``evaluate_surface`` (influence scan + ESS) — and then
+(baseline + one simulation per reform) and ``evaluate_surface`` (influence scan + ESS), then the
+scan with the weight-/value-driven split as stage ``diagnose`` runs it (a second pass at equal
+weights; ``split_vs_one_pass`` is its time over the one-pass scan of the same run) — and then
 measures peak Python-heap memory of each half with ``tracemalloc`` in a second, untimed run (numpy
 reports its buffers to tracemalloc; tracing slows allocation, so timings come from the first
 run). The process's peak resident size (``ru_maxrss``) is reported too. Goal: under 10 s and
@@ -155,6 +157,8 @@ def run_one(survey: Survey, reforms: list[dict], params, threshold: float) -> di
     t1 = time.perf_counter()
     diag = evaluate_surface(data, threshold=threshold)
     t2 = time.perf_counter()
+    split = evaluate_surface(data, threshold=threshold, equal_weights=True)  # what stage diagnose runs
+    t3 = time.perf_counter()
     del data, diag
 
     tracemalloc.start()
@@ -174,6 +178,10 @@ def run_one(survey: Survey, reforms: list[dict], params, threshold: float) -> di
         "seconds_simulate": round(t1 - t0, 3),
         "seconds_influence": round(t2 - t1, 3),
         "seconds_total": round(t2 - t0, 3),
+        # The weight-/value-driven split (a second pass at equal weights), against one pass.
+        "seconds_influence_with_split": round(t3 - t2, 3),
+        "split_vs_one_pass": round((t3 - t2) / (t2 - t1), 2),
+        "records_above_threshold_value_driven": split.n_above_value_driven,
         "peak_mib_simulate": round(peak_sim / 2**20, 1),
         "peak_mib_influence": round(peak_eval / 2**20, 1),
         "mib_surface_arrays": round(base / 2**20, 1),
