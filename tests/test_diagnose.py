@@ -320,9 +320,13 @@ def test_diagnose_report_shapes_and_metrics_json(small_random_survey):
     d = diagnose(s, n_reforms=3, rng=np.random.default_rng(1), threshold=0.05)
     assert isinstance(d, Diagnosis)
     assert list(d.records.columns) == [
-        "household_id", "weight", "max_influence", "max_influence_not_thin", "worst_statistic", "violations",
-        "max_influence_equal_weights",
+        "household_id", "source_id", "weight", "max_influence", "max_influence_not_thin", "source_max_influence",
+        "worst_statistic", "violations", "max_influence_equal_weights",
     ]
+    # No offspring: every household is its own source and the source figures are the row figures.
+    assert (d.records["source_id"] == d.records["household_id"]).all()
+    assert d.n_above_sources == d.n_above and d.source_kish.kish_ess == pytest.approx(d.kish.kish_ess)
+    assert d.n_above_value_driven_sources == d.n_above_value_driven
     assert d.records["household_id"].tolist() == s.household_ids.tolist()
     assert d.records["max_influence"].between(0, 1).all()
     assert d.n_above == int((d.records["max_influence"] > 0.05).sum())

@@ -41,6 +41,7 @@ from .influence import (
     weight_summary,
 )
 from .parameters import Parameters, load_parameters, random_reforms
+from .sources import Sources, source_ids, source_kish_by_group, source_totals
 from .survey import REGIONS, TENURE_TYPES, Survey
 
 __all__ = [
@@ -257,6 +258,8 @@ class SurfaceData:
         dropped_metrics: requested metrics left out, name -> reason.
         dropped_dimensions: requested dimensions left out, name -> reason.
         simulate_seconds: time spent simulating.
+        source_id: shape (N,) the sampled household each row descends from
+            (:func:`weightreg.sources.source_ids`); ``None``: every row is its own source.
     """
 
     household_id: np.ndarray
@@ -272,10 +275,20 @@ class SurfaceData:
     dropped_metrics: dict[str, str] = field(default_factory=dict)
     dropped_dimensions: dict[str, str] = field(default_factory=dict)
     simulate_seconds: float = 0.0
+    source_id: np.ndarray | None = None
 
     @property
     def n_records(self) -> int:
         return len(self.household_id)
+
+    def sources(self) -> Sources:
+        """Each row's source household as a dense code (:class:`weightreg.sources.Sources`)."""
+        if self.source_id is None:
+            return Sources.identity(self.n_records)
+        ids = np.asarray(self.source_id)
+        if ids.shape != (self.n_records,):
+            raise ValueError(f"source_id has shape {ids.shape}, expected ({self.n_records},): one per household")
+        return Sources.from_ids(ids)
 
 
 def _metric_values(
@@ -440,6 +453,7 @@ def surface_data(survey, used, baseline, deltas, reforms, slices, decile_income,
         dropped_metrics=dropped,
         dropped_dimensions=dropped_dims,
         simulate_seconds=time.perf_counter() - start,
+        source_id=source_ids(survey),
     )
 
 
@@ -480,6 +494,18 @@ class Diagnosis:
             for them alone) can. The rest of those households are *weight-driven*: their weight
             makes them offenders, and splitting or capping it fixes them. ``None`` unless
             :func:`evaluate_surface` ran with ``equal_weights=True``.
+        sources: one row per *source* household (:mod:`weightreg.sources`: the sampled household a
+            row descends from; a parent and its offspring are one source): ``source_id``, ``rows``,
+            ``weight`` (its rows' total), ``max_influence`` (the largest combined share of its rows
+            in any statistic), ``max_influence_not_thin`` (statistics with at least ``1 / threshold``
+            contributing sources), ``worst_statistic`` and, with ``equal_weights``,
+            ``max_influence_equal_weights`` (every source at the same total weight).
+        source_kish: summary of the source totals (Kish ESS over sources).
+        n_above_sources, n_above_thin_only_sources, n_above_value_driven_sources: as the row
+            counts, over sources (``n_above_weight_driven_sources`` and ``n_above_not_thin_sources``
+            follow). On a survey without offspring they equal the row counts.
+        n_thin_statistics_sources: statistics with fewer than ``1 / threshold`` contributing sources.
+        max_influence_source, worst_statistic_source, worst_source_id: the largest source share.
         timings: seconds spent ``simulate_s`` and ``influence_s`` (not in :meth:`to_metrics`: they
             vary run to run).
     """
@@ -501,6 +527,15 @@ class Diagnosis:
     n_thin_statistics: int = 0
     n_above_thin_only: int = 0
     n_above_value_driven: int | None = None
+    sources: pd.DataFrame | None = None
+    source_kish: WeightSummary | None = None
+    n_above_sources: int = 0
+    n_above_thin_only_sources: int = 0
+    n_above_value_driven_sources: int | None = None
+    n_thin_statistics_sources: int = 0
+    max_influence_source: float = 0.0
+    worst_statistic_source: str = ""
+    worst_source_id: object = None
 
     @property
     def n_above_weight_driven(self) -> int | None:
@@ -509,11 +544,43 @@ class Diagnosis:
             return None
         return self.n_above - self.n_above_thin_only - self.n_above_value_driven
 
+    @property
+    def n_above_weight_driven_sources(self) -> int | None:
+        """Source households above the threshold on a statistic that is not thin, but not at equal weights."""
+        if self.n_above_value_driven_sources is None:
+            return None
+        return self.n_above_sources - self.n_above_thin_only_sources - self.n_above_value_driven_sources
+
+    @property
+    def n_above_not_thin_sources(self) -> int:
+        """Source households above the threshold on some statistic that is not thin."""
+        return self.n_above_sources - self.n_above_thin_only_sources
+
     def to_metrics(self) -> dict:
         """Numbers only, JSON-able and deterministic for the same inputs (for DVC metrics)."""
         cells = self.ess_by_slice[(self.ess_by_slice["dimension"] != ALL) & (self.ess_by_slice["cell"] != NO_CELL)]
         populated = cells[cells["n_records"] > 0]
+        sk = self.source_kish
         out = {
+            # Source households first: a parent and its offspring are one sampled household.
+            "sources": int(sk.n),
+            "source_ess": float(sk.kish_ess),
+            "source_ess_share": float(sk.kish_share),
+            "sources_above_threshold": int(self.n_above_sources),
+            "sources_above_threshold_not_thin": int(self.n_above_not_thin_sources),
+            "sources_above_threshold_thin_only": int(self.n_above_thin_only_sources),
+            **(
+                {}
+                if self.n_above_value_driven_sources is None
+                else {
+                    "sources_above_threshold_value_driven": int(self.n_above_value_driven_sources),
+                    "sources_above_threshold_weight_driven": int(self.n_above_weight_driven_sources),
+                }
+            ),
+            "source_max_influence": float(self.max_influence_source),
+            "thin_statistics_sources": int(self.n_thin_statistics_sources),
+            "min_slice_source_ess": float(populated["source_ess"].min()) if len(populated) else 0.0,
+            "max_source_weight": float(sk.max),
             "records": int(len(self.records)),
             "ess": float(self.kish.kish_ess),
             "ess_share": float(self.kish.kish_share),
@@ -526,6 +593,7 @@ class Diagnosis:
             "n_reforms": len(self.reforms),
             "n_statistics": int(self.n_statistics),
             "thin_statistics": int(self.n_thin_statistics),
+            "records_above_threshold_not_thin": int(self.n_above - self.n_above_thin_only),
             "records_above_threshold_thin_only": int(self.n_above_thin_only),
             **(
                 {}
@@ -545,8 +613,12 @@ class Diagnosis:
     def summary_text(self, top: int = 20) -> str:
         """A plain-text report: weight summary, the ``top`` most influential households with their
         worst statistic, and the ``top`` thinnest slices by ESS."""
-        k = self.kish
+        k, sk = self.kish, self.source_kish
         lines = [
+            f"Source households (a parent and its offspring are one sampled household): {sk.n:,}; Kish ESS over "
+            f"sources {sk.kish_ess:,.1f}; {self.n_above_sources:,} above the threshold {self.threshold:g} "
+            f"({self.n_above_not_thin_sources:,} on statistics that are not thin); max source influence "
+            f"{self.max_influence_source:.4f} (source {self.worst_source_id}, {self.worst_statistic_source or '-'})",
             f"Weights: {k.n} households ({k.n_positive} positive); mean {k.mean:,.1f}, median {k.median:,.1f}, "
             f"p90 {k.p90:,.1f}, p99 {k.p99:,.1f}, max {k.max:,.1f}, min positive {k.min_positive:,.3g}; "
             f"skewness {k.skewness:.2f}",
@@ -565,6 +637,12 @@ class Diagnosis:
                 f"{self.n_above_weight_driven:,} are weight-driven (at or below it with every weight alike: "
                 f"splitting or capping their weight fixes them) and {self.n_above_value_driven:,} value-driven "
                 "(above it even at equal weights: their values dominate the cell)"
+            )
+        if self.n_above_value_driven_sources is not None:
+            lines.append(
+                f"By source: of the {self.n_above_not_thin_sources:,} source households above it on statistics that are "
+                f"not thin, {self.n_above_weight_driven_sources:,} are weight-driven and "
+                f"{self.n_above_value_driven_sources:,} value-driven"
             )
         for what, dropped in (("metric", self.dropped_metrics), ("dimension", self.dropped_dimensions)):
             for name, reason in dropped.items():
@@ -606,19 +684,26 @@ def _check_weights(weights, data: SurfaceData) -> np.ndarray:
     return w
 
 
-def _ess_table(w: np.ndarray, slices: Sequence[Slice]) -> pd.DataFrame:
+def _ess_table(w: np.ndarray, slices: Sequence[Slice], sources: Sources | None = None) -> pd.DataFrame:
+    """Per slice cell: records, sources, source ESS, row ESS, weight total (``(none)``: in no cell)."""
+    sources = Sources.identity(len(w)) if sources is None else sources
     parts = []
     for s in slices:
         nc = len(s.labels)
         ok = s.codes >= 0
         n_rec = np.bincount(s.codes[ok], minlength=nc)
+        pair = np.unique(sources.codes[ok].astype(np.int64) * max(nc, 1) + s.codes[ok])
+        n_src = np.bincount(pair % max(nc, 1), minlength=nc)
         total = np.bincount(s.codes[ok], weights=w[ok], minlength=nc)
         cells = list(s.labels)
         ess = kish_by_group(w, s.codes, nc)
+        src_ess = source_kish_by_group(w, s.codes, nc, sources)
         if not ok.all():  # say how many records are in no cell rather than lose them silently
             cells.append(NO_CELL)
             n_rec = np.append(n_rec, (~ok).sum())
+            n_src = np.append(n_src, len(np.unique(sources.codes[~ok])))
             ess = np.append(ess, 0.0)
+            src_ess = np.append(src_ess, 0.0)
             total = np.append(total, w[~ok].sum())
         parts.append(
             pd.DataFrame(
@@ -626,6 +711,8 @@ def _ess_table(w: np.ndarray, slices: Sequence[Slice]) -> pd.DataFrame:
                     "dimension": s.name,
                     "cell": cells,
                     "n_records": n_rec.astype(np.int64),
+                    "n_sources": n_src.astype(np.int64),
+                    "source_ess": src_ess,
                     "ess": ess,
                     "weight_total": total,
                 }
@@ -634,14 +721,31 @@ def _ess_table(w: np.ndarray, slices: Sequence[Slice]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def _per_source_max(values: np.ndarray, sources: Sources) -> tuple[np.ndarray, np.ndarray]:
+    """The largest of ``values`` over each source's rows, and the position of a row that has it
+    (the first in household order)."""
+    best = np.zeros(sources.n)
+    np.maximum.at(best, sources.codes, values)
+    at = np.full(sources.n, -1, dtype=np.intp)
+    hits = np.flatnonzero(values == best[sources.codes])  # ascending, so np.unique's first index is the first row
+    owners, first = np.unique(sources.codes[hits], return_index=True)
+    at[owners] = hits[first]
+    return best, at
+
+
 def evaluate_surface(
     data: SurfaceData, weights=None, threshold: float = 0.05, *, progress: bool = False, equal_weights: bool = False
 ) -> Diagnosis:
-    """Score ``weights`` on precomputed surfaces: per-record max influence, ESS, slice ESS.
+    """Score ``weights`` on precomputed surfaces: per-record and per-source max influence, ESS, slice ESS.
 
-    One pass per (surface, metric, dimension): ``|w x|``, a ``bincount`` of it by cell, and a
-    running max; memory stays O(N + cells). Metric arrays that are all zero (a reform that does
-    not touch the metric) are skipped, since every share on them is 0.
+    One pass per (surface, metric, dimension): ``|w x|``, a ``bincount`` of it by cell (and by
+    (source, cell) pair when some rows share a source), and running maxima; memory stays
+    O(N + cells). Metric arrays that are all zero (a reform that does not touch the metric) are
+    skipped, since every share on them is 0.
+
+    Every household figure is reported twice: over rows and over *source* households
+    (:mod:`weightreg.sources`: a parent and its offspring are one sampled household, whose share
+    of a statistic is the combined share of its rows, and whose weight is its rows' total).
 
     Args:
         data: from :func:`simulate_surface` (or built directly).
@@ -650,7 +754,8 @@ def evaluate_surface(
         progress: show a progress bar over surfaces.
         equal_weights: also score every household of positive weight at one common weight, on the
             same cells (a second pass): ``max_influence_equal_weights`` in ``records`` and the split of
-            offenders into weight-driven and value-driven (:class:`Diagnosis`).
+            offenders into weight-driven and value-driven (:class:`Diagnosis`). For sources, every
+            source gets the same total weight (its rows keep their proportions).
 
     Raises:
         ValueError: weights of the wrong shape, negative or not finite; a bad threshold.
@@ -659,59 +764,102 @@ def evaluate_surface(
     w = _check_weights(data.weights if weights is None else weights, data)
     n, m = data.n_records, len(data.metrics)
     k_reforms = np.shape(data.deltas)[0]
+    src = data.sources()
     slices = _evaluation_slices(data, w)
     n_dims = len(slices)
     slots = [len(s.labels) + 1 for s in slices]
-    tracker = InfluenceTracker(n, threshold)
-    not_thin = InfluenceTracker(n, threshold)
-    n_thin = 0
-    for stat_id, share, thin, thin_cells in _shares(data, w, slices, progress, min_contributors(threshold)):
+    need = min_contributors(threshold)
+    tracker, not_thin = InfluenceTracker(n, threshold), InfluenceTracker(n, threshold)
+    s_tracker, s_not_thin = InfluenceTracker(n, threshold), InfluenceTracker(n, threshold)
+    n_thin = n_thin_src = 0
+    for stat_id, share, thin, thin_cells, s_share, s_thin, s_thin_cells in _shares(
+            data, w, slices, progress, need, src):
         tracker.update(share, stat_id)
         not_thin.update(np.where(thin, 0.0, share), stat_id)
         n_thin += thin_cells
-    equal = None
+        if not src.trivial:
+            s_tracker.update(s_share, stat_id)
+            s_not_thin.update(np.where(s_thin, 0.0, s_share), stat_id)
+            n_thin_src += s_thin_cells
+    if src.trivial:
+        s_tracker, s_not_thin, n_thin_src = tracker, not_thin, n_thin
+    equal = s_equal = None
     if equal_weights:
         # The same cells (deciles cut for w) and the same contributors, every weight alike: a record
         # still above the threshold here owes it to its values, not its weight.
         equal = InfluenceTracker(n, threshold)
-        for stat_id, share, thin, _ in _shares(data, (w > 0).astype(float), slices, False, min_contributors(threshold)):
+        for stat_id, share, thin, *_ in _shares(data, (w > 0).astype(float), slices, False, need):
             equal.update(np.where(thin, 0.0, share), stat_id)
+        s_equal = equal
+        if not src.trivial:
+            # Every source at the same total weight, its rows in their current proportions.
+            total = source_totals(w, src)[src.codes]
+            w_eq = np.divide(w, total, out=np.zeros(n), where=total > 0)
+            s_equal = InfluenceTracker(n, threshold)
+            for stat_id, _, _, _, s_share, s_thin, _ in _shares(data, w_eq, slices, False, need, src):
+                s_equal.update(np.where(s_thin, 0.0, s_share), stat_id)
 
     # Readable names only for the distinct (statistic batch, cell) pairs that are someone's worst.
-    stat = tracker.argmax
-    has = stat >= 0
-    names = np.full(n, "", dtype=object)
-    if has.any():
-        d_of = stat[has] % n_dims
-        codes_all = np.stack([s.codes for s in slices])  # (D, N) int: O(N x dimensions)
-        cell = codes_all[d_of, np.flatnonzero(has)]
-        key = stat[has] * (max(slots) + 1) + cell
-        uniq, inverse = np.unique(key, return_inverse=True)
-        labels = [_statistic_name(data, slices, *divmod(kk, max(slots) + 1)) for kk in uniq.tolist()]
-        names[has] = np.asarray(labels, dtype=object)[inverse.ravel()]
+    codes_all = np.stack([s.codes for s in slices])  # (D, N) int: O(N x dimensions)
+    width = max(slots) + 1
+
+    def statistic_names(stat: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        names = np.full(len(stat), "", dtype=object)
+        has = stat >= 0
+        if has.any():
+            cell = codes_all[stat[has] % n_dims, rows[has]]
+            uniq, inverse = np.unique(stat[has] * width + cell, return_inverse=True)
+            labels = [_statistic_name(data, slices, *divmod(kk, width)) for kk in uniq.tolist()]
+            names[has] = np.asarray(labels, dtype=object)[inverse.ravel()]
+        return names
+
+    names = statistic_names(tracker.argmax, np.arange(n))
+    s_max, s_at = _per_source_max(s_tracker.max_influence, src)
+    s_max_not_thin, _ = _per_source_max(s_not_thin.max_influence, src)
+    at = np.maximum(s_at, 0)
+    s_names = statistic_names(np.where(s_at >= 0, s_tracker.argmax[at], -1), at)
+    s_weight = source_totals(w, src)
 
     records = pd.DataFrame(
         {
             "household_id": data.household_id,
+            "source_id": src.ids[src.codes],
             "weight": w,
             "max_influence": tracker.max_influence,
             "max_influence_not_thin": not_thin.max_influence,
+            "source_max_influence": s_max[src.codes],
             "worst_statistic": names,
             "violations": tracker.violations,
         }
     )
+    sources = pd.DataFrame(
+        {
+            "source_id": src.ids,
+            "rows": np.bincount(src.codes, minlength=src.n).astype(np.int64),
+            "weight": s_weight,
+            "max_influence": s_max,
+            "max_influence_not_thin": s_max_not_thin,
+            "worst_statistic": s_names,
+        }
+    )
     above_not_thin = not_thin.max_influence > threshold
-    n_value = None
+    s_above_not_thin = s_max_not_thin > threshold
+    n_value = n_value_src = None
     if equal is not None:
         records["max_influence_equal_weights"] = equal.max_influence
         n_value = int((above_not_thin & (equal.max_influence > threshold)).sum())
+        s_max_equal, _ = _per_source_max(s_equal.max_influence, src)
+        sources["max_influence_equal_weights"] = s_max_equal
+        n_value_src = int((s_above_not_thin & (s_max_equal > threshold)).sum())
     worst = int(np.argmax(tracker.max_influence)) if n else -1
     top = float(tracker.max_influence[worst]) if n else 0.0
+    s_worst = int(np.argmax(s_max)) if src.n else -1
+    s_top = float(s_max[s_worst]) if src.n else 0.0
     cells_per_surface = sum(len(s.labels) for s in slices)
     return Diagnosis(
         records=records,
         kish=weight_summary(w),
-        ess_by_slice=_ess_table(w, slices),
+        ess_by_slice=_ess_table(w, slices, src),
         metrics_used=tuple(data.metrics),
         dropped_metrics=dict(data.dropped_metrics),
         dropped_dimensions=dict(data.dropped_dimensions),
@@ -726,6 +874,15 @@ def evaluate_surface(
         n_above_thin_only=int(((tracker.max_influence > threshold) & (not_thin.max_influence <= threshold)).sum()),
         n_above_value_driven=n_value,
         timings={"simulate_s": float(data.simulate_seconds), "influence_s": time.perf_counter() - start},
+        sources=sources,
+        source_kish=weight_summary(s_weight),
+        n_above_sources=int((s_max > threshold).sum()),
+        n_above_thin_only_sources=int(((s_max > threshold) & (s_max_not_thin <= threshold)).sum()),
+        n_above_value_driven_sources=n_value_src,
+        n_thin_statistics_sources=int(n_thin_src),
+        max_influence_source=s_top,
+        worst_statistic_source=str(s_names[s_worst]) if s_top > 0 else "",
+        worst_source_id=_plain(src.ids[s_worst]) if s_top > 0 else None,
     )
 
 
@@ -751,13 +908,30 @@ def min_contributors(threshold: float) -> int:
     return int(np.ceil(1.0 / threshold - 1e-9)) if threshold > 0 else np.iinfo(np.int64).max
 
 
-def _shares(data: SurfaceData, w: np.ndarray, slices: list[Slice], progress: bool = False, min_contributors: int = 1):
-    """Yield ``(statistic batch id, per-record share, thin, thin cells)`` for every (surface,
-    metric, dimension).
+def _source_pairs(sources: Sources | None, shifted: list[np.ndarray], slots: list[int]):
+    """Per dimension, each row's (source, cell) pair as a dense index and each pair's cell slot, or
+    ``None`` when every row is its own source (the source figures are then the row figures)."""
+    if sources is None or sources.trivial:
+        return None
+    pairs = []
+    for codes1, n_slots in zip(shifted, slots):
+        key = sources.codes.astype(np.int64) * n_slots + codes1
+        uniq, inverse = np.unique(key, return_inverse=True)
+        pairs.append((inverse.ravel().astype(np.intp), (uniq % n_slots).astype(np.intp)))
+    return pairs
+
+
+def _shares(data: SurfaceData, w: np.ndarray, slices: list[Slice], progress: bool = False, min_contributors: int = 1,
+            sources: Sources | None = None):
+    """Yield ``(statistic batch id, per-record share, thin, thin cells, source share, source thin,
+    source thin cells)`` for every (surface, metric, dimension).
 
     The batch id is ``(surface x M + metric) x D + dimension``; a record's share is of the cell it
     falls in. ``thin`` marks records in a cell with fewer than ``min_contributors`` records of
-    non-zero mass; ``thin cells`` counts such cells (with any mass) in the batch. Metric arrays
+    non-zero mass; ``thin cells`` counts such cells (with any mass) in the batch. The source
+    share of a record is the combined share of its source's rows in the record's cell, and
+    ``source thin`` marks cells with fewer than ``min_contributors`` contributing *sources*; without
+    ``sources`` (or when every row is its own source) they are the record's own. Metric arrays
     that are all zero (a reform that does not touch the metric) are skipped, since every share on
     them is 0.
     """
@@ -769,6 +943,7 @@ def _shares(data: SurfaceData, w: np.ndarray, slices: list[Slice], progress: boo
     n_dims = len(slices)
     shifted = [s.codes.astype(np.intp) + 1 for s in slices]
     slots = [len(s.labels) + 1 for s in slices]
+    pairs = _source_pairs(sources, shifted, slots)
     for surface in tqdm(range(1 + deltas.shape[0]), desc="surfaces", disable=not progress):
         values = baseline if surface == 0 else deltas[surface - 1]
         for i in range(m):
@@ -780,8 +955,21 @@ def _shares(data: SurfaceData, w: np.ndarray, slices: list[Slice], progress: boo
                 count = np.bincount(shifted[d], weights=positive, minlength=slots[d])
                 count[0] = 0
                 thin_cell = (count > 0) & (count < min_contributors)
-                yield ((surface * m + i) * n_dims + d, shares_from_mass(mass, shifted[d], slots[d]),
-                       thin_cell[shifted[d]], int(thin_cell.sum()))
+                share = shares_from_mass(mass, shifted[d], slots[d])
+                thin = thin_cell[shifted[d]]
+                batch = (surface * m + i) * n_dims + d
+                if pairs is None:
+                    yield batch, share, thin, int(thin_cell.sum()), share, thin, int(thin_cell.sum())
+                    continue
+                pair_of, pair_cell = pairs[d]
+                pair_mass = np.bincount(pair_of, weights=mass, minlength=len(pair_cell))
+                # A source's share of its cell: the summed mass of its rows there over the cell's mass.
+                source_share = shares_from_mass(pair_mass, pair_cell, slots[d])[pair_of]
+                n_sources = np.bincount(pair_cell, weights=(pair_mass > 0).astype(float), minlength=slots[d])
+                n_sources[0] = 0
+                thin_source_cell = (n_sources > 0) & (n_sources < min_contributors)
+                yield (batch, share, thin, int(thin_cell.sum()), source_share, thin_source_cell[shifted[d]],
+                       int(thin_source_cell.sum()))
 
 
 def _statistic_name(data: SurfaceData, slices: list[Slice], batch: int, cell: int) -> str:
@@ -804,7 +992,7 @@ def influence_table(data: SurfaceData, positions, weights=None, top_statistics: 
     positions = np.asarray(positions, dtype=np.intp)
     slices = _evaluation_slices(data, w)
     rows = []  # (batch, cell, shares of the selected records)
-    for stat_id, share, _, _ in _shares(data, w, slices):
+    for stat_id, share, *_ in _shares(data, w, slices):
         cells = slices[stat_id % len(slices)].codes[positions]
         picked = share[positions]
         for cell in np.unique(cells[picked > 0]):

@@ -33,7 +33,7 @@ import pandas as pd
 
 from . import features as F
 from .errors import FeatureError
-from .survey import PARENT_COLUMN, ROUND_COLUMN, WEIGHT, Survey
+from .survey import PARENT_COLUMN, ROUND_COLUMN, SOURCE_COLUMN, WEIGHT, Survey
 
 INT64_MAX = np.iinfo(np.int64).max
 
@@ -153,7 +153,7 @@ def fill_unmodelled(built: Survey, survey: Survey, spec, offspring_rows: pd.Data
     for entity, source in (("person", survey.person), ("benunit", survey.benunit), ("household", survey.household)):
         target = tables[entity]
         missing = [c for c in source.columns if c not in target.columns and c not in modelled[entity]]
-        missing = [c for c in missing if c not in (PARENT_COLUMN, ROUND_COLUMN)]
+        missing = [c for c in missing if c not in (PARENT_COLUMN, ROUND_COLUMN, SOURCE_COLUMN)]
         for col in missing:
             if col in DERIVED_COLUMNS and DERIVED_COLUMNS[col][0] == entity:
                 target[col] = DERIVED_COLUMNS[col][1](tables["person"], tables["benunit"], survey).to_numpy()
@@ -231,20 +231,11 @@ def _parent_values(entity, col, target, survey, par, built, spec) -> pd.Series:
 
 def root_households(survey: Survey, household_ids) -> np.ndarray:
     """The original household each of ``household_ids`` descends from: itself for a household of the
-    starting survey, else its parent's root, following ``household_parent_id`` up the chain."""
-    ids = np.asarray(household_ids).astype(np.int64)
-    if PARENT_COLUMN not in survey.household:
-        return ids
-    parent = pd.Series(survey.household[PARENT_COLUMN].to_numpy(dtype=np.int64),
-                       index=survey.household["household_id"].to_numpy(dtype=np.int64))
-    roots = ids.copy()
-    for _ in range(len(parent) + 1):  # a chain is at most one link per round
-        up = parent.reindex(roots, fill_value=-1).to_numpy()
-        step = up != -1
-        if not step.any():
-            return roots
-        roots = np.where(step, up, roots)
-    raise FeatureError(f"{PARENT_COLUMN} forms a cycle; a household cannot descend from itself")
+    starting survey, else its source (:func:`weightreg.sources.source_ids`: ``household_source_id``
+    where recorded, else the end of the ``household_parent_id`` chain)."""
+    from .sources import source_ids
+
+    return source_ids(survey, household_ids)
 
 
 def spawn(
@@ -302,11 +293,17 @@ def spawn(
     built, derived, copied, neutral, drawn = fill_unmodelled(built, survey, spec, rows, parents, rng)
     built.household[PARENT_COLUMN] = rows["parent_id"].to_numpy(dtype=np.int64)
     built.household[ROUND_COLUMN] = np.int64(round_number)
+    # Recorded, not only derivable from the parent chain: the source survives the pruning of an
+    # intermediate offspring (see weightreg.sources).
+    built.household[SOURCE_COLUMN] = pd.Series(root_households(survey, parent_ids), index=parent_ids).reindex(
+        rows["parent_id"]).to_numpy(dtype=np.int64)
 
     household = survey.household.copy()
     if PARENT_COLUMN not in household:
         household[PARENT_COLUMN] = np.int64(-1)
         household[ROUND_COLUMN] = np.int64(0)
+    if SOURCE_COLUMN not in household:
+        household[SOURCE_COLUMN] = np.int64(-1)
     # the parent keeps exactly what its offspring do not take, so the pieces sum to its weight
     keep = parent_weight - share.to_numpy() * (pieces - 1)
     household.loc[household["household_id"].isin(parent_ids), WEIGHT] = pd.Series(keep, index=parent_ids).reindex(

@@ -84,6 +84,8 @@ ENUM_COLUMNS = {
 # Columns that trace synthetic offspring back to their parent (written by the adversarial loop).
 PARENT_COLUMN = "household_parent_id"
 ROUND_COLUMN = "offspring_round"
+# The sampled household an offspring descends from (its parent's source; original households: -1).
+SOURCE_COLUMN = "household_source_id"
 
 
 @dataclass
