@@ -20,11 +20,19 @@ Each round:
    own starting weights carried through every split (not the last round's solution), so soft-target
    adjustments never compound from round to round;
 
-and stops when no record is above the threshold, when ``patience`` rounds make no progress (neither fewer
-records above the threshold, on all statistics or on those that are not thin, nor a lower maximum
-influence, nor a 1% higher Kish ESS), or after ``max_rounds``. It returns the best round's survey
-(:attr:`LoopResult.best_round`), not necessarily the last: new offspring change the statistics'
-cells, so a round can leave more offenders than the one before.
+and stops when no source household is above the threshold, when ``patience`` rounds make no
+progress, or after ``max_rounds``. It returns the best round's survey (:attr:`LoopResult.best_round`),
+not necessarily the last: new offspring change the statistics' cells, so a round can leave more
+offenders than the one before.
+
+Every figure of progress counts *source* households (:mod:`weightreg.sources`): a parent and all its
+offspring are one sampled household, whose share of a statistic is the combined share of its rows.
+Splitting a household into near-copies lowers each row's share and raises the row ESS without
+making any statistic rest on more sampled households, so it must never count as progress by
+itself. Offenders are the source households above the threshold; progress is fewer of them (on all
+statistics, on the baseline, or on statistics that are not thin), a source max influence 0.1%
+lower, or a source Kish ESS 1% higher; the best round has the fewest source households above the
+threshold on statistics that are not thin. The row figures are kept in the trace beside them.
 """
 
 from __future__ import annotations
@@ -50,16 +58,16 @@ class LoopResult:
 
     Attributes:
         survey: the augmented survey (original households plus offspring, recalibrated weights).
-        success: no record above the threshold on the final diagnosis.
+        success: no source household above the threshold on the final diagnosis.
         message: why the loop stopped, in words.
         nit: rounds run.
         trace: one row per diagnosis (round 0 = before any change).
         before, after: the first diagnosis, and that of the survey returned.
         households_added: offspring households in the survey returned.
         max_rel_target_error: of the survey returned.
-        best_round: the round whose survey is returned: the fewest records above the threshold on
-            statistics that are not thin (ties: fewer such records on the baseline, then higher
-            Kish ESS). Offspring change the surface, so a later round can be worse than an earlier one.
+        best_round: the round whose survey is returned: the fewest source households above the
+            threshold on statistics that are not thin (ties: fewer such sources on the baseline, then
+            higher source Kish ESS). Offspring change the surface, so a later round can be worse than an earlier one.
         ineligible_offenders: offenders that could not be parents (beyond the flat layout).
     """
 
@@ -76,7 +84,22 @@ class LoopResult:
     best_round: int = 0
 
     def to_metrics(self) -> dict:
+        best = self.trace.iloc[self.best_round]
+        first = self.trace.iloc[0]
         return {
+            # Source households first: a parent and its offspring are one sampled household.
+            "sources_above_threshold_before": int(first["sources_above"]),
+            "sources_above_threshold_after": int(best["sources_above"]),
+            "sources_above_threshold_not_thin_before": int(first["sources_above_not_thin"]),
+            "sources_above_threshold_not_thin_after": int(best["sources_above_not_thin"]),
+            "baseline_sources_above_threshold_before": int(first["baseline_sources_above"]),
+            "baseline_sources_above_threshold_after": int(best["baseline_sources_above"]),
+            "baseline_sources_above_threshold_not_thin_after": int(best["baseline_sources_above_not_thin"]),
+            "source_max_influence_before": float(self.before.max_influence_source),
+            "source_max_influence_after": float(self.after.max_influence_source),
+            "source_ess_before": float(self.before.source_kish.kish_ess),
+            "source_ess_after": float(self.after.source_kish.kish_ess),
+            "sources": int(self.after.source_kish.n),
             "iterations": int(self.nit),
             "converged": bool(self.success),
             "households_added": int(self.households_added),
@@ -106,30 +129,67 @@ def baseline_only(data):
     return dataclasses.replace(data, deltas=np.asarray(data.deltas)[:0], reforms=())
 
 
+#: Source figures that count as progress when they fall (counts: any fall; the max influence: 0.1%).
+PROGRESS_COUNTS = ("sources_above", "baseline_sources_above", "sources_above_not_thin")
+#: A round must lower the source max influence by this share, or raise the source ESS by ESS_GAIN,
+#: to count as progress: recalibration to a tolerance moves both by rounding alone.
+INFLUENCE_GAIN = 1e-3
+ESS_GAIN = 0.01
+
+
 def _stalled(rows: list[dict], patience: int) -> bool:
-    """True when none of the last ``patience`` rounds improved on the best figures before them."""
+    """True when none of the last ``patience`` rounds improved on the best source figures before them."""
     if len(rows) <= patience:
         return False
     earlier, recent = rows[:-patience], rows[-patience:]
-    keys = ("records_above", "baseline_records_above", "records_above_not_thin", "max_influence")
-    best = {k: min(r[k] for r in earlier) for k in keys}
-    best_ess = max(r["ess"] for r in earlier)
-    improved = any(r[k] < best[k] for r in recent for k in keys) or any(r["ess"] > 1.01 * best_ess for r in recent)
+    best = {k: min(r[k] for r in earlier) for k in PROGRESS_COUNTS}
+    best_influence = min(r["source_max_influence"] for r in earlier)
+    best_ess = max(r["source_ess"] for r in earlier)
+    improved = (
+        any(r[k] < best[k] for r in recent for k in PROGRESS_COUNTS)
+        or any(r["source_max_influence"] < (1 - INFLUENCE_GAIN) * best_influence for r in recent)
+        or any(r["source_ess"] > (1 + ESS_GAIN) * best_ess for r in recent)
+    )
     return not improved
 
 
 def _rank(row: dict) -> tuple:
-    """Order of rounds, best first: fewest records above the threshold on statistics that are not thin,
-    then fewest such on the baseline, then highest Kish ESS."""
-    return (row["records_above_not_thin"], row["baseline_records_above_not_thin"], -row["ess"])
+    """Order of rounds, best first: fewest source households above the threshold on statistics that are
+    not thin, then fewest such on the baseline, then highest source Kish ESS."""
+    return (row["sources_above_not_thin"], row["baseline_sources_above_not_thin"], -row["source_ess"])
 
 
 def _thin_note(diag: Diagnosis) -> str:
     return (
-        f"{diag.n_above_thin_only} of the records above exceed it only on thin statistics ({diag.n_thin_statistics} "
-        f"statistics have fewer than {min_contributors(diag.threshold)} contributing households, so some share exceeds {diag.threshold:g} "
-        "whatever the weights; only more households in those cells can fix them)"
+        f"{diag.n_above_thin_only_sources} of the source households above exceed it only on thin statistics "
+        f"({diag.n_thin_statistics_sources} statistics have fewer than {min_contributors(diag.threshold)} contributing "
+        f"source households, so some share exceeds {diag.threshold:g} whatever the weights; only more households in "
+        "those cells can fix them)"
     )
+
+
+def _offenders(diag: Diagnosis, base: Diagnosis, threshold: float) -> pd.DataFrame:
+    """One row to split per source household above the threshold, in the order they are handled.
+
+    The row is the source's heaviest (the first in household order on ties); ``source_max_influence``
+    is the source's. Sources above the threshold on a baseline statistic that is not thin go first,
+    then other sources above it on a statistic that is not thin, then those above it only on thin
+    statistics (only offspring landing in their cell can help them); heaviest source first within
+    each group: splitting a large weight spreads the most mass.
+    """
+    rec = diag.records
+    src = diag.sources.set_index("source_id")
+    above = src.index[(src["max_influence"] > threshold) & (src["weight"] > 0)]
+    rows = rec[rec["source_id"].isin(above) & (rec["weight"] > 0)]
+    rows = rows.sort_values(["source_id", "weight"], ascending=[True, False], kind="stable")
+    offenders = rows.drop_duplicates("source_id").copy()
+    ids = offenders["source_id"].to_numpy()
+    offenders["source_weight"] = src.loc[ids, "weight"].to_numpy()
+    offenders["thin_only"] = src.loc[ids, "max_influence_not_thin"].to_numpy() <= threshold
+    base_src = base.sources.set_index("source_id")
+    offenders["baseline"] = base_src.loc[ids, "max_influence_not_thin"].to_numpy() > threshold
+    return offenders.sort_values(["baseline", "thin_only", "source_weight", "source_max_influence"],
+                                 ascending=[False, True, False, False], kind="stable")
 
 
 def _target_error(survey: Survey, targets: pd.DataFrame) -> float:
@@ -208,6 +268,13 @@ def regularise_loop(
         first = first or diag
         row = {
             "iteration": round_number,
+            "sources_above": diag.n_above_sources,
+            "sources_above_not_thin": diag.n_above_not_thin_sources,
+            "baseline_sources_above": base.n_above_sources,
+            "baseline_sources_above_not_thin": base.n_above_not_thin_sources,
+            "source_max_influence": diag.max_influence_source,
+            "source_ess": diag.source_kish.kish_ess,
+            "sources": diag.source_kish.n,
             "records_above": diag.n_above,
             "records_above_not_thin": diag.n_above - diag.n_above_thin_only,
             "baseline_records_above": base.n_above,
@@ -223,44 +290,37 @@ def regularise_loop(
             best = (round_number, current, diag)
         if log:
             log(
-                f"round {round_number}: {diag.n_above} records above {threshold:g} "
-                f"({row['records_above_not_thin']} on statistics that are not thin; "
-                f"{row['baseline_records_above']} on the baseline, {row['baseline_records_above_not_thin']} not thin), "
-                f"max influence {diag.max_influence:.4f}, "
-                f"ESS {diag.kish.kish_ess:,.0f}, max target error {target_error:.2e}, households added {added}"
+                f"round {round_number}: {diag.n_above_sources} source households above {threshold:g} "
+                f"({row['sources_above_not_thin']} on statistics that are not thin; "
+                f"{row['baseline_sources_above']} on the baseline, {row['baseline_sources_above_not_thin']} not thin), "
+                f"source max influence {diag.max_influence_source:.4f}, source ESS {row['source_ess']:,.0f}; "
+                f"rows: {diag.n_above} above, ESS {diag.kish.kish_ess:,.0f}; "
+                f"max target error {target_error:.2e}, households added {added}"
             )
-        if diag.n_above == 0:
-            success, message = True, f"no record above the threshold {threshold:g} after {round_number} round(s)"
+        if diag.n_above_sources == 0:
+            success, message = True, (
+                f"no source household above the threshold {threshold:g} after {round_number} round(s)")
             break
         if round_number > 0 and _stalled(rows, patience):
             message = (
-                f"stopped after round {round_number}: no progress for {patience} round(s) (neither fewer records "
-                f"above the threshold, on all surfaces, on the baseline or on statistics that are not thin, nor a "
-                f"lower max influence, nor a Kish ESS 1% higher; now "
-                f"{row['records_above']} records above, max influence {row['max_influence']:.4f}); "
-                + _thin_note(diag)
+                f"stopped after round {round_number}: no progress for {patience} round(s) (neither fewer source "
+                f"households above the threshold, on all surfaces, on the baseline or on statistics that are not "
+                f"thin, nor a source max influence {INFLUENCE_GAIN:.1%} lower, nor a source Kish ESS "
+                f"{ESS_GAIN:.0%} higher; now {row['sources_above']} source households above, source max influence "
+                f"{row['source_max_influence']:.4f}); " + _thin_note(diag)
             )
             break
         if round_number == max_rounds:
             message = (
-                f"reached max_rounds={max_rounds} with {diag.n_above} records still above the threshold "
-                f"(max influence {diag.max_influence:.4f} on {diag.worst_statistic}); raise loop.max_rounds or "
-                "loop.max_offspring; " + _thin_note(diag)
+                f"reached max_rounds={max_rounds} with {diag.n_above_sources} source households still above the "
+                f"threshold (source max influence {diag.max_influence_source:.4f} on {diag.worst_statistic_source}); "
+                "raise loop.max_rounds or loop.max_offspring; " + _thin_note(diag)
             )
             break
 
         extraction = F.extract(current, spec)
         eligible_ids = current.household_ids[extraction.eligible]
-        rec = diag.records
-        offenders = rec[(rec["max_influence"] > threshold) & (rec["weight"] > 0)].copy()
-        # Offenders on statistics that are not thin first, heaviest first: splitting a large weight
-        # spreads the most mass (and raises ESS the most). Offenders only on thin statistics can be
-        # helped only by offspring landing in their cell, so they come last.
-        offenders["thin_only"] = offenders["max_influence_not_thin"] <= threshold
-        on_baseline = base.records["max_influence_not_thin"].to_numpy() > threshold
-        offenders["baseline"] = on_baseline[offenders.index.to_numpy()]
-        offenders = offenders.sort_values(["baseline", "thin_only", "weight", "max_influence"],
-                                          ascending=[False, True, False, False], kind="stable")
+        offenders = _offenders(diag, base, threshold)
         # An offender that is itself an offspring splits its own weight, but its offspring are sampled
         # near its root, the real household of the starting survey it descends from: conditioning on a
         # synthetic household would compound the generator's errors generation after generation.
@@ -269,9 +329,10 @@ def regularise_loop(
         ineligible.extend(offenders.loc[~is_eligible, "household_id"].tolist())
         offenders = offenders[is_eligible].head(records_per_round)
         if offenders.empty:
-            message = "stopped: every record above the threshold lies beyond the flat layout (not eligible as a parent)"
+            message = ("stopped: every source household above the threshold lies beyond the flat layout (not eligible "
+                       "as a parent)")
             break
-        pieces = pieces_needed(offenders["max_influence"].to_numpy(), threshold, max_offspring + 1)
+        pieces = pieces_needed(offenders["source_max_influence"].to_numpy(), threshold, max_offspring + 1)
         parent_ids = offenders["household_id"].to_numpy()
         roots = offenders["root"].to_numpy()
         parent_features = extraction.features.loc[roots].set_axis(pd.Index(parent_ids, name="household_id"))
@@ -295,9 +356,9 @@ def regularise_loop(
     best_row = rows[best_round]
     if best_round != len(rows) - 1:
         message += (
-            f"; returning round {best_round}'s survey, the best seen ({best_row['records_above_not_thin']} records "
-            f"above the threshold on statistics that are not thin, against {rows[-1]['records_above_not_thin']} "
-            "in the last round)"
+            f"; returning round {best_round}'s survey, the best seen ({best_row['sources_above_not_thin']} source "
+            f"households above the threshold on statistics that are not thin, against "
+            f"{rows[-1]['sources_above_not_thin']} in the last round)"
         )
     return LoopResult(
         survey=best_survey,
