@@ -301,7 +301,8 @@ def test_run_evaluate_writes_outputs_and_skips_without_population(files, world, 
     assert "skipped the truth comparison" in capsys.readouterr().out
     m2 = json.loads((tmp_path / "m2.json").read_text())
     assert m2["truth_comparison"] == 0 and "bootstrap" not in m2
-    assert set(m2["original"]) == {"n_records", "kish_ess", "max_weight", "total_weight", "max_rel_target_error"}
+    assert set(m2["original"]) == {"n_sources", "source_kish_ess", "max_source_weight", "n_records", "kish_ess",
+                                   "max_weight", "total_weight", "max_rel_target_error"}
     assert m2["original"]["kish_ess"] == m["original"]["kish_ess"]
     assert len(pd.read_csv(tmp_path / "plots2" / "truth_error.csv")) == 0
 

@@ -71,7 +71,9 @@ def write_inputs(plots_dir: Path, seed: int = 0) -> None:
     put("train_generator/loss.csv", pd.DataFrame({"epoch": np.arange(30), "loss": 5.0 * np.exp(-np.arange(30) / 8)}))
     k = np.arange(6)
     put("adversarial_loop/trace.csv", pd.DataFrame({
-        "iteration": k, "records_above": [7, 5, 3, 2, 0, 0], "max_influence": [0.4, 0.2, 0.1, 0.06, 0.04, 0.03],
+        "iteration": k, "sources_above": [7, 6, 6, 5, 5, 5], "source_max_influence": [0.4, 0.35, 0.3, 0.3, 0.3, 0.3],
+        "source_ess": 1500 + 10 * k,
+        "records_above": [7, 5, 3, 2, 0, 0], "max_influence": [0.4, 0.2, 0.1, 0.06, 0.04, 0.03],
         "ess": 1500 + 100 * k, "max_rel_target_error": 1e-3 / (1 + k), "households_added": [0, 40, 30, 20, 10, 0],
         "households": n + np.cumsum([0, 40, 30, 20, 10, 0]),
     }))

@@ -58,6 +58,7 @@ from .diagnose import (
 )
 from .errors import ParameterError, SurveyFormatError
 from .influence import kish_by_group, kish_ess
+from .sources import source_kish_by_group, source_totals
 from .survey import Survey
 from .targets import build_target_matrix
 
@@ -81,7 +82,7 @@ TRIM_QUANTILE = 0.999
 KINDS = ("baseline", "reform")
 #: Columns of the CSVs this module writes.
 TRUTH_ERROR_COLUMNS = ("weights", "statistic_kind", "rmse", "median_abs_rel_error", "mean_scaled_error")
-ESS_COLUMNS = ("dimension", "cell", "weights", "ess")
+ESS_COLUMNS = ("dimension", "cell", "weights", "source_ess", "ess")
 WORST_COLUMNS = ("weights", "rank", "statistic", "statistic_kind", "truth", "estimate", "rel_error")
 
 
@@ -282,37 +283,37 @@ def _rake(survey: Survey, matrix, values, names, cap, tol, max_iter, penalty=Non
 def draw_replicate(population: Survey, world_params: Mapping | None, rng: np.random.Generator) -> tuple[Survey, np.ndarray]:
     """A fresh survey drawn from ``population`` with the world's sampling design, and its design weights.
 
-    The sample (:func:`weightreg.world.draw_sample`, differential non-response) weighs
-    ``population total / sample size`` each; the enhancement block (copies of top-income
-    households, :func:`weightreg.world.draw_enhancement`, new ids from the first power of ten above
-    the population's) weighs ``enhancement_initial_weight``, as in
-    :func:`weightreg.world.generate_world`.
+    :func:`weightreg.world.draw_survey`, the code :func:`weightreg.world.generate_world` draws its
+    survey with: the sample (differential non-response) with misreported benefits, each at
+    ``population total / sample size``, then the enhancement block (copies of top-income
+    households, new ids from the first power of ten above the population's) at
+    ``enhancement_initial_weight``. Not calibrated (the caller calibrates from these weights).
 
     Args:
         population: the world's population.
         world_params: the ``world`` section of params.yaml (missing keys take the world's defaults).
-        rng: the replicate's generator (split into a sample and an enhancement stream).
-    """
-    from . import world as W
+        rng: the replicate's generator (split by ``draw_survey`` into sample, misreporting and
+            enhancement streams).
 
-    params = {k: v for k, v in dict(world_params or {}).items() if k != "_path"}
-    merged = {**W.DEFAULT_PARAMS, **params}
-    sample_rng, enh_rng = rng.spawn(2)
-    sample = population.select_households(W.draw_sample(population, params, sample_rng))
-    enh_pos = W.draw_enhancement(population, params, enh_rng)
-    design = float(population.weights.sum()) / sample.n_households
-    prior = np.full(sample.n_households, design)
-    if len(enh_pos):
-        first_id = 10 ** len(str(int(population.household_ids.max())))
-        enhancement = W.copy_households(population, enh_pos, first_id + np.arange(len(enh_pos), dtype=np.int64))
-        sample = W.concat_surveys(sample, enhancement)
-        prior = np.concatenate([prior, np.full(len(enh_pos), float(merged["enhancement_initial_weight"]))])
-    return sample.with_weights(prior), prior
+    Returns:
+        ``(survey, design_weights)``: the survey at its design weights, and those weights.
+    """
+    from .world import draw_survey
+
+    survey = draw_survey(population, world_params, rng)
+    return survey, survey.weights
 
 
 def _bootstrap(population, truth_errors, targets, *, replicates, world_params, rng, cap, penalty, tol, max_iter,
                simulate, reforms, progress) -> dict:
-    """Spread of calibrated (and design-weighted) estimates over re-drawn samples."""
+    """Spread of calibrated (and design-weighted) estimates over re-drawn samples.
+
+    Each replicate is drawn by :func:`draw_replicate` (the world's whole sampling design,
+    misreported benefits included) from one child of ``rng``, KL-calibrated from its design weights
+    to ``targets`` with ``cap`` and ``penalty`` (:func:`_rake`: unreachable targets left out), and
+    scored on the statistics of ``truth_errors`` that are not tiny. For the full recipe on each
+    replicate, see :mod:`weightreg.study`.
+    """
     scored = truth_errors[~truth_errors["tiny"]]
     names = scored["statistic"].to_numpy()
     truth = scored["truth"].to_numpy(dtype=float)
@@ -364,7 +365,8 @@ class EvaluationResult:
             ``statistic_kind``, ``metric``, ``truth``, ``estimate``, ``tiny`` (skipped: truth
             below ``TINY x`` the metric's scale), ``scored``, ``rel_error`` (NaN when not
             scored); ``None`` without a population.
-        ess: Kish ESS per slice cell: ``dimension``, ``cell``, ``weights``, ``ess``.
+        ess: Kish ESS per slice cell: ``dimension``, ``cell``, ``weights``, ``ess``, ``source_ess``
+            (over source households, :mod:`weightreg.sources`).
         info: run-wide numbers (``truth_comparison``, ``trim_cap``, statistic counts, ...).
         bootstrap: the bootstrap's numbers, or ``None`` when skipped.
         messages: notes for a reader (a raking that did not converge, targets dropped, ...).
@@ -426,15 +428,16 @@ class EvaluationResult:
                 f"{i['n_skipped_reform']} reform statistics whose truth is below {TINY:g} x the metric's total."
             )
             lines.append(f"{'weights':>12} {'rmse base':>10} {'rmse ref':>10} {'med base':>9} {'med ref':>9} "
-                         f"{'worst':>9} {'scaled b':>9} {'scaled r':>9} {'tgt err':>9} {'ESS':>9} {'max w':>11} "
+                         f"{'worst':>9} {'scaled b':>9} {'scaled r':>9} {'tgt err':>9} {'src ESS':>9} {'ESS':>9} {'max w':>11} "
                          f"{'records':>8}")
         else:
             lines.append("No population: truth comparison skipped; weight figures only.")
-            lines.append(f"{'weights':>12} {'tgt err':>9} {'ESS':>9} {'max w':>11} {'records':>8}")
+            lines.append(f"{'weights':>12} {'tgt err':>9} {'src ESS':>9} {'ESS':>9} {'max w':>11} {'records':>8}")
         for name in self.weight_sets:
             s = self.summary[name]
             tgt = f"{s['max_rel_target_error']:>9.2e}" if "max_rel_target_error" in s else f"{'-':>9}"
-            tail = f"{tgt} {s['kish_ess']:>9.0f} {s['max_weight']:>11,.0f} {s['n_records']:>8d}"
+            tail = (f"{tgt} {s['source_kish_ess']:>9.0f} {s['kish_ess']:>9.0f} {s['max_weight']:>11,.0f} "
+                    f"{s['n_records']:>8d}")
             if self.truth_comparison:
                 lines.append(
                     f"{name:>12} {s['rmse_baseline']:>10.4f} {s['rmse_reform']:>10.4f} "
@@ -457,10 +460,13 @@ class EvaluationResult:
 
 # ---- evaluate -----------------------------------------------------------------------------------
 def _ess_rows(name: str, data: SurfaceData, w: np.ndarray) -> pd.DataFrame:
+    """Kish ESS of every slice cell under ``w``, over rows and over source households."""
     slices = _evaluation_slices(data, w)
+    src = data.sources()
     parts = [
         pd.DataFrame({"dimension": s.name, "cell": list(s.labels), "weights": name,
-                      "ess": kish_by_group(w, s.codes, len(s.labels))})
+                      "ess": kish_by_group(w, s.codes, len(s.labels)),
+                      "source_ess": source_kish_by_group(w, s.codes, len(s.labels), src)})
         for s in slices
     ]
     return pd.concat(parts, ignore_index=True)
@@ -584,7 +590,10 @@ def evaluate(
     ess_parts, error_parts = [], []
     for name, (survey, w, key) in sets.items():
         data = surfaces[key]
-        s: dict = {"n_records": len(w), "kish_ess": kish_ess(w),
+        totals = source_totals(w, data.sources())
+        s: dict = {"n_sources": len(totals), "source_kish_ess": kish_ess(totals),
+                   "max_source_weight": float(totals.max()) if len(totals) else 0.0,
+                   "n_records": len(w), "kish_ess": kish_ess(w),
                    "max_weight": float(w.max()) if len(w) else 0.0, "total_weight": float(w.sum())}
         if targets is not None:
             if key not in matrices:

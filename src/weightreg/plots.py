@@ -13,9 +13,11 @@ final weights), ``trimmed`` (capped), ``raked`` (the recalibrated final weights)
     ``numpy.quantile``'s default linear method). :func:`quantile_table` builds it. The figure plots
     whatever ``quantile`` values the file holds, so extra grid points draw correctly too.
 ``plots/diagnose/ess_by_slice.csv``
-    ``dimension``, ``cell``, ``n_records``, ``ess``, ``weight_total``: Kish ESS of every slice cell
-    (``weightreg.diagnose.Diagnosis.ess_by_slice`` as is). A ``dimension`` of ``all`` is the whole
-    population; a ``cell`` of ``(none)`` counts records in no cell (drawn as neither).
+    ``dimension``, ``cell``, ``n_records``, ``ess``, ``weight_total``, and, when present,
+    ``n_sources`` and ``source_ess`` (Kish ESS over source households, :mod:`weightreg.sources`):
+    Kish ESS of every slice cell (``weightreg.diagnose.Diagnosis.ess_by_slice`` as is). A
+    ``dimension`` of ``all`` is the whole population; a ``cell`` of ``(none)`` counts records in no
+    cell (drawn as neither). The figure draws the source ESS as bars and the row ESS as ticks.
 ``plots/diagnose/top_offenders.csv``
     ``household_id``, ``weight``, ``max_influence``, ``worst_statistic``, ``violations``: the most
     influential households, most influential first.
@@ -31,9 +33,10 @@ final weights), ``trimmed`` (capped), ``raked`` (the recalibrated final weights)
 ``plots/train_generator/loss.csv``
     ``epoch``, ``loss``.
 ``plots/adversarial_loop/trace.csv``
-    ``iteration``, ``records_above``, ``max_influence``, ``ess``, ``max_rel_target_error``,
-    ``households_added``, ``households``: one row per loop iteration (iteration 0 = before the
-    first round).
+    ``iteration``, ``sources_above``, ``source_max_influence``, ``source_ess`` (source households:
+    a parent and its offspring are one), ``records_above``, ``max_influence``, ``ess``,
+    ``max_rel_target_error``, ``households_added``, ``households``: one row per loop iteration
+    (iteration 0 = before the first round).
 ``plots/recalibrate/weight_quantiles.csv``
     ``quantile``, ``before``, ``after``: as the diagnose file, for the weights entering and leaving
     recalibration.
@@ -45,8 +48,8 @@ final weights), ``trimmed`` (capped), ``raked`` (the recalibrated final weights)
     and, when present, ``mean_scaled_error``:
     error against the embedded world's truth.
 ``plots/evaluate/ess_compare.csv``
-    ``dimension``, ``cell``, ``weights``, ``ess``: Kish ESS of every slice cell under each weight
-    vector.
+    ``dimension``, ``cell``, ``weights``, ``ess``, and, when present, ``source_ess``: Kish ESS of
+    every slice cell under each weight vector, over rows and over source households.
 
 Figures (``out_dir``, default ``plots/plot``): see :data:`FIGURES`. PNG bytes depend only on the
 data (no timestamp or software tag), so an unchanged input leaves DVC's hash unchanged.
@@ -223,8 +226,8 @@ def heatmap_table(influence, household_id, statistic, *, n_records: int = 20, n_
 # Reading inputs
 # --------------------------------------------------------------------------------------------
 
-_TRACE_COLUMNS = ("iteration", "records_above", "max_influence", "ess", "max_rel_target_error", "households_added",
-                  "households")
+_TRACE_COLUMNS = ("iteration", "sources_above", "source_max_influence", "source_ess", "records_above", "max_influence",
+                  "ess", "max_rel_target_error", "households_added", "households")
 
 #: path under plots_dir -> (required columns, of which numeric)
 SCHEMAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -354,15 +357,19 @@ def _fig_ess_by_slice(data: dict, threshold):
     diag = data.get("diagnose/ess_by_slice.csv")
     cmp_ = data.get("evaluate/ess_compare.csv")
     parts = []
+
+    def with_sources(frame):  # files written before source ESS existed: the row ESS stands for it
+        return frame.assign(source_ess=frame["source_ess"] if "source_ess" in frame else frame["ess"])
+
     if cmp_ is not None:
-        parts.append(cmp_[["dimension", "cell", "weights", "ess"]])
+        parts.append(with_sources(cmp_)[["dimension", "cell", "weights", "source_ess", "ess"]])
     if diag is not None and (cmp_ is None or "original" not in set(cmp_["weights"])):
-        parts.append(diag[["dimension", "cell", "ess"]].assign(weights="original"))
+        parts.append(with_sources(diag)[["dimension", "cell", "source_ess", "ess"]].assign(weights="original"))
     long = pd.concat(parts, ignore_index=True)
     long = long[long["cell"] != _NO_CELL]
-    overall = long[long["dimension"] == _DIAGNOSE_ALL].groupby("weights", sort=False)["ess"].first()
+    overall = long[long["dimension"] == _DIAGNOSE_ALL].groupby("weights", sort=False)["source_ess"].first()
     if diag is not None and "original" not in overall.index:  # e.g. ess_compare has no "all" rows
-        whole = diag.loc[diag["dimension"] == _DIAGNOSE_ALL, "ess"]
+        whole = with_sources(diag).loc[diag["dimension"] == _DIAGNOSE_ALL, "source_ess"]
         if len(whole):
             overall["original"] = whole.iloc[0]
     long = long[long["dimension"] != _DIAGNOSE_ALL]
@@ -379,18 +386,21 @@ def _fig_ess_by_slice(data: dict, threshold):
         cells = _ordered(sub["cell"])
         x = np.arange(len(cells))
         for i, kind in enumerate(kinds):
-            ess = sub[sub["weights"] == kind].drop_duplicates("cell").set_index("cell")["ess"].reindex(cells)
-            label = kind if kind not in overall.index else f"{kind} (overall ESS {overall[kind]:,.0f})"
-            ax.bar(x + (i - (len(kinds) - 1) / 2) * width, ess.to_numpy(), width, color=colours[kind],
+            of_kind = sub[sub["weights"] == kind].drop_duplicates("cell").set_index("cell")
+            label = kind if kind not in overall.index else f"{kind} (overall source ESS {overall[kind]:,.0f})"
+            at = x + (i - (len(kinds) - 1) / 2) * width
+            ax.bar(at, of_kind["source_ess"].reindex(cells).to_numpy(), width, color=colours[kind],
                    label=label if ax is axes[0] else None)
+            ax.scatter(at, of_kind["ess"].reindex(cells).to_numpy(), marker="_", s=60, color="black", zorder=3,
+                       label="row ESS (ticks)" if ax is axes[0] and i == 0 else None)
         for level, style in zip(ESS_LINES, (":", "--")):
             ax.axhline(level, color="0.3", linestyle=style, linewidth=1,
                        label=f"ESS {level:g}" if ax is axes[0] else None)
-        _log_if_positive(ax, "y", sub["ess"], nonpositive="clip")
+        _log_if_positive(ax, "y", pd.concat([sub["ess"], sub["source_ess"]]), nonpositive="clip")
         ax.set_xticks(x, [_short(str(c), 18) for c in cells],
                       rotation=30 if len(cells) > 8 else 0, ha="right" if len(cells) > 8 else "center",
                       fontsize="small")
-        ax.set_title(f"Kish ESS by {dim}", fontsize="medium", loc="left")
+        ax.set_title(f"Kish ESS by {dim}: bars over source households, ticks over rows", fontsize="medium", loc="left")
         ax.set_ylabel("Kish ESS")
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
@@ -466,22 +476,28 @@ def _fig_loop_convergence(data: dict, threshold):
     it = trace["iteration"].to_numpy()
     fig = _new_figure(11, 6.5)
     axes = fig.subplots(2, 2, sharex=True)
+    # Source households (a parent and its offspring are one) drawn solid; the same figure over rows dashed.
     panels = [
-        (axes[0, 0], "max_influence", "max influence"),
-        (axes[0, 1], "ess", "Kish ESS"),
-        (axes[1, 0], "records_above", "records above threshold"),
-        (axes[1, 1], "max_rel_target_error", "max relative target error"),
+        (axes[0, 0], "source_max_influence", "max_influence", "max influence"),
+        (axes[0, 1], "source_ess", "ess", "Kish ESS"),
+        (axes[1, 0], "sources_above", "records_above", "households above threshold"),
+        (axes[1, 1], "max_rel_target_error", None, "max relative target error"),
     ]
-    for ax, col, label in panels:
-        ax.plot(it, trace[col].to_numpy(), marker="o", markersize=3, linewidth=1.5, color="C0", label=label)
+    for ax, col, row_col, label in panels:
+        ax.plot(it, trace[col].to_numpy(), marker="o", markersize=3, linewidth=1.5, color="C0",
+                label="source households" if row_col else label)
+        if row_col:
+            ax.plot(it, trace[row_col].to_numpy(), marker=".", markersize=3, linewidth=1.0, linestyle="--",
+                    color="0.45", label="rows")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    for col, label, color in (("records_above_not_thin", "not thin statistics", "C1"),
-                              ("baseline_records_above", "baseline surface", "C4")):
-        if col in trace:  # traces written before these columns existed lack them
+    for col, label, color in (("sources_above_not_thin", "sources, not thin statistics", "C1"),
+                              ("baseline_sources_above", "sources, baseline surface", "C4")):
+        if col in trace:
             axes[1, 0].plot(it, trace[col].to_numpy(), marker="o", markersize=3, linewidth=1.2, color=color,
                             label=label)
+    axes[0, 1].legend(fontsize="small", loc="lower right")
     axes[1, 0].legend(fontsize="small", loc="upper right")
     if threshold is not None:
         axes[0, 0].axhline(threshold, color="C3", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")

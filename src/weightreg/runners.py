@@ -146,6 +146,7 @@ def run_recalibrate(survey_path, targets_path, params, *, out_path, metrics_path
     from .calibrate import calibrate
     from .influence import kish_ess
     from .policyengine_format import read_survey, write_survey
+    from .sources import source_totals, sources_of
     from .targets import build_target_matrix, read_targets
     import pandas as pd
 
@@ -182,7 +183,16 @@ def run_recalibrate(survey_path, targets_path, params, *, out_path, metrics_path
     weight_pruned += float(weights[low].sum())
     keep &= ~low
     result = survey.with_weights(weights).select_households(keep)
+    src_before, src_after = sources_of(survey), sources_of(result)
+    totals_before, totals_after = source_totals(prior, src_before), source_totals(result.weights, src_after)
     metrics = {
+        # Source households first: a parent and its offspring are one sampled household.
+        "sources_before": int(src_before.n),
+        "sources_after": int(src_after.n),
+        "source_ess_before": kish_ess(totals_before),
+        "source_ess_after": kish_ess(totals_after),
+        "max_source_weight_before": float(totals_before.max()) if src_before.n else 0.0,
+        "max_source_weight_after": float(totals_after.max()) if src_after.n else 0.0,
         "converged": bool(fit.success),
         "iterations": int(fit.nit),
         "max_rel_target_error": float(fit.max_rel_error),
