@@ -157,3 +157,22 @@ def test_dvc_warnings_and_failures_are_reported_in_their_section(tmp_path, monke
 def test_markdown_table_formats_and_escapes():
     table = markdown_table(pd.DataFrame({"a|b": ["x|y", None], "n": [1.0 / 3.0, float("nan")]}))
     assert table.splitlines() == ["| a\\|b | n |", "|---|---|", "| x\\|y | 0.3333 |", "|  |  |"]
+
+
+def test_households_table_puts_source_households_beside_rows(tmp_path):
+    from weightreg.report import _households_section
+
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/diagnose.json").write_text(json.dumps(
+        {"sources": 40, "records": 40, "source_ess": 12.5, "ess": 12.5, "sources_above_threshold": 9,
+         "records_above_threshold": 9}))
+    (tmp_path / "metrics/adversarial_loop.json").write_text(json.dumps(
+        {"source_ess_after": 13.0, "ess_after": 30.0, "sources_above_threshold_after": 8,
+         "records_above_threshold_after": 2}))
+    rows = _table_rows("\n".join(_households_section(tmp_path)))
+    assert rows[0] == ["figure", "source households", "rows"]
+    assert ["Kish ESS before the loop", "12.5", "12.5"] in rows
+    assert ["Kish ESS after the loop", "13", "30"] in rows
+    assert ["above the threshold after the loop", "8", "2"] in rows
+    assert not any(r[0] == "Kish ESS after recalibrate" for r in rows)  # no recalibrate metrics: no row
+    assert _households_section(tmp_path / "nowhere") == []

@@ -120,6 +120,47 @@ def _truth_table(frame: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+#: (label, metrics file, source key, row key) of the households table: every figure that counts households,
+#: over source households (a parent and its offspring are one sampled household) and over rows.
+HOUSEHOLD_FIGURES = (
+    ("households", "diagnose", "sources", "records"),
+    ("Kish ESS before the loop", "diagnose", "source_ess", "ess"),
+    ("above the threshold before the loop", "diagnose", "sources_above_threshold", "records_above_threshold"),
+    ("... on statistics that are not thin", "diagnose", "sources_above_threshold_not_thin",
+     "records_above_threshold_not_thin"),
+    ("Kish ESS after the loop", "adversarial_loop", "source_ess_after", "ess_after"),
+    ("above the threshold after the loop", "adversarial_loop", "sources_above_threshold_after",
+     "records_above_threshold_after"),
+    ("... on statistics that are not thin", "adversarial_loop", "sources_above_threshold_not_thin_after",
+     "records_above_threshold_not_thin_after"),
+    ("households after recalibrate", "recalibrate", "sources_after", "records_after"),
+    ("Kish ESS after recalibrate", "recalibrate", "source_ess_after", "ess_after"),
+    ("largest weight after recalibrate", "recalibrate", "max_source_weight_after", "max_weight_after"),
+)
+
+
+def _households_section(repo: Path) -> list[str]:
+    """The headline: figures that count households, source households first, from ``metrics/*.json``."""
+    import json
+
+    loaded: dict[str, dict] = {}
+    for stage in dict.fromkeys(f[1] for f in HOUSEHOLD_FIGURES):
+        path = repo / "metrics" / f"{stage}.json"
+        try:
+            loaded[stage] = json.loads(path.read_text(encoding="utf8")) if path.is_file() else {}
+        except (OSError, ValueError) as exc:
+            logger.warning("%s: not readable (%s)", path, exc)
+            loaded[stage] = {}
+    rows = [(label, loaded[stage].get(src), loaded[stage].get(row))
+            for label, stage, src, row in HOUSEHOLD_FIGURES if src in loaded[stage] or row in loaded[stage]]
+    if not rows:
+        return []
+    table = pd.DataFrame(rows, columns=["figure", "source households", "rows"])
+    return ["## Households: sampled (source) households and rows", "",
+            "A parent and its offspring are one source household: splitting a record raises the row figures "
+            "without making any statistic rest on more sampled households.", "", markdown_table(table), ""]
+
+
 def _csv_section(title: str, path: Path, relative: str, shape, repo: Path) -> list[str]:
     from .plots import PlotInputError, read_input
 
@@ -182,6 +223,7 @@ def write_report(out="report.md", base_rev: str | None = "main", repo_dir=".", *
     if note:
         lines += ["", note]
     lines.append("")
+    lines += _households_section(repo)
 
     if base_rev is not None:
         lines += _dvc_section("Params", ["params", "diff", base_rev, "--md"],
