@@ -133,7 +133,8 @@ def _cmd_recalibrate(args) -> int:
         metrics_path=out.with_suffix(".metrics.json"), plots_dir=out.parent / f"{out.stem}-plots",
         progress=not args.quiet,
     )
-    print(f"{fit.message}\nESS {metrics['ess_before']:,.0f} -> {metrics['ess_after']:,.0f}; max weight "
+    print(f"{fit.message}\nsource household ESS {metrics['source_ess_before']:,.0f} -> {metrics['source_ess_after']:,.0f} "
+          f"(rows: ESS {metrics['ess_before']:,.0f} -> {metrics['ess_after']:,.0f}); max weight "
           f"{metrics['max_weight_before']:,.0f} -> {metrics['max_weight_after']:,.0f}; "
           f"pruned {metrics['records_pruned']} households; wrote {out}")
     return 0
@@ -282,6 +283,15 @@ def _cmd_regularise(args) -> int:
     after = evaluate_surface(data, threshold=threshold)
     summary = {
         "threshold": threshold,
+        # Source households first: a parent and its offspring are one sampled household.
+        "sources_above_threshold_before": int(loop.before.n_above_sources),
+        "sources_above_threshold_after": int(after.n_above_sources),
+        "sources_above_threshold_not_thin_before": int(loop.before.n_above_not_thin_sources),
+        "sources_above_threshold_not_thin_after": int(after.n_above_not_thin_sources),
+        "source_max_influence_before": float(loop.before.max_influence_source),
+        "source_max_influence_after": float(after.max_influence_source),
+        "source_ess_before": float(loop.before.source_kish.kish_ess),
+        "source_ess_after": float(after.source_kish.kish_ess),
         "records_above_threshold_before": int(loop.before.n_above),
         "records_above_threshold_after": int(after.n_above),
         "max_influence_before": float(loop.before.max_influence),
@@ -302,6 +312,10 @@ def _cmd_regularise(args) -> int:
     }
     write_json(summary, out.with_suffix(".metrics.json"))
     print(
+        f"source households above threshold {threshold:g}: {summary['sources_above_threshold_before']:,} -> "
+        f"{summary['sources_above_threshold_after']:,} (source max influence "
+        f"{summary['source_max_influence_before']:.4f} -> {summary['source_max_influence_after']:.4f}); source "
+        f"household ESS {summary['source_ess_before']:,.0f} -> {summary['source_ess_after']:,.0f}\n"
         f"records above threshold {threshold:g}: {summary['records_above_threshold_before']:,} -> "
         f"{summary['records_above_threshold_after']:,} (max influence {summary['max_influence_before']:.4f} -> "
         f"{summary['max_influence_after']:.4f})\n"
