@@ -98,6 +98,8 @@ __all__ = [
     "draw_enhancement",
     "copy_households",
     "draw_survey",
+    "WorldSurvey",
+    "draw_world_survey",
     "world_target_spec",
     "adam_calibrate",
     "weight_metrics",
@@ -908,6 +910,79 @@ def weight_metrics(weights) -> dict:
     }
 
 
+# ---- one survey of the world -------------------------------------------------------------------
+@dataclass
+class WorldSurvey:
+    """A survey drawn from a population with the world's whole design and Adam-calibrated
+    (:func:`draw_world_survey`).
+
+    Attributes:
+        survey: the sample then the enhancement block, ``household_weight`` the calibrated weight.
+        initial_weights: shape (N,) the starting weights the calibration began from (the sample's
+            design weight ``population total / sample size``, the enhancement block's
+            ``enhancement_initial_weight``).
+        targets: the calibration targets kept (``targets.csv`` columns, values from the population).
+        kept: shape (M_spec,) which of :func:`world_target_spec`'s targets were kept (a zero
+            population total or no surveyed record in the target's cell leaves one out).
+        matrix: (N, M) sparse target matrix of ``survey`` for ``targets``.
+        loss_history: Adam's loss before each step and after the last (``calibration_steps + 1``).
+        n_sample: records of the responding sample (the first ``n_sample`` households).
+    """
+
+    survey: Survey
+    initial_weights: np.ndarray
+    targets: pd.DataFrame
+    kept: np.ndarray
+    matrix: object
+    loss_history: np.ndarray
+    n_sample: int
+
+
+def draw_world_survey(population: Survey, params: Mapping | None, survey_rng: np.random.Generator,
+                      cal_rng: np.random.Generator, *, progress: bool = False) -> WorldSurvey:
+    """Draw one survey from ``population`` and calibrate it, exactly as :func:`generate_world` does
+    after making the population.
+
+    :func:`draw_survey` (non-response, misreported benefits, the enhancement block, at starting
+    weights) with ``survey_rng``; the targets of :func:`world_target_spec` valued on the population
+    at its own weights, less those with a zero total or no surveyed record in their cell; then
+    :func:`adam_calibrate` from the starting weights (``calibration_steps``, ``learning_rate``,
+    ``dropout_rate``; the dropout draws from ``cal_rng``). A repeated-sampling study
+    (:mod:`weightreg.study`) draws each replicate with this, so every replicate has the world's
+    pathology.
+
+    Args:
+        population: the world's population (its weights give the target values).
+        params: the ``world`` section of params.yaml (missing keys take the defaults).
+        survey_rng: the sample, misreporting and enhancement streams are spawned from it.
+        cal_rng: the calibration's generator (dropout).
+        progress: show the calibration's progress bar.
+
+    Raises:
+        ParameterError: an unknown or invalid world param (named).
+    """
+    p = _params(params)
+    stacked = draw_survey(population, p, survey_rng)
+    initial = stacked.weights
+    # Targets: population totals with each population household at its uniform weight.
+    spec = world_target_spec()
+    pop_matrix = build_target_matrix(population, spec)
+    spec["value"] = pop_matrix.estimates(population.weights)
+    survey_matrix = build_target_matrix(stacked, spec)
+    support = np.asarray((survey_matrix.matrix != 0).sum(axis=0)).ravel()
+    # A target with a zero population total, or that no surveyed record can reach, would only
+    # add a constant to the loss: leave it out.
+    keep = (spec["value"].to_numpy() > 0) & (support > 0)
+    targets = spec.loc[keep].reset_index(drop=True)
+    A = survey_matrix.matrix[:, np.flatnonzero(keep)]
+    t = targets["value"].to_numpy()
+    weights, history = adam_calibrate(A, t, initial, steps=p["calibration_steps"],
+                                      learning_rate=p["learning_rate"], dropout_rate=p["dropout_rate"],
+                                      rng=cal_rng, progress=progress)
+    return WorldSurvey(survey=stacked.with_weights(weights), initial_weights=initial, targets=targets,
+                       kept=keep, matrix=A, loss_history=history, n_sample=p["sample_households"])
+
+
 # ---- the world ----------------------------------------------------------------------------------
 def generate_world(params: Mapping | None = None, rng: np.random.Generator | None = None,
                    progress: bool = False) -> World:
@@ -932,35 +1007,17 @@ def generate_world(params: Mapping | None = None, rng: np.random.Generator | Non
     p = _params(params)
     rng = np.random.default_rng(p["seed"]) if rng is None else rng
     pop_rng, survey_rng, cal_rng = rng.spawn(3)
-    bar = tqdm(total=4, desc="world", disable=not progress, leave=False)
+    bar = tqdm(total=3, desc="world", disable=not progress, leave=False)
 
     population = add_reported_benefits(generate_population(p, pop_rng))
     bar.update()
-    stacked = draw_survey(population, p, survey_rng)
-    initial = stacked.weights
-    n_s = p["sample_households"]
+    drawn = draw_world_survey(population, p, survey_rng, cal_rng, progress=progress)
+    survey, targets, initial, history = drawn.survey, drawn.targets, drawn.initial_weights, drawn.loss_history
+    weights, A, t, keep = survey.weights, drawn.matrix, targets["value"].to_numpy(), drawn.kept
+    n_s = drawn.n_sample
     n_pop = population.n_households
-    bar.update()
-
-    # Targets: population totals with each population household at its uniform weight.
-    spec = world_target_spec()
-    pop_matrix = build_target_matrix(population, spec)
-    spec["value"] = pop_matrix.estimates(population.weights)
-    survey_matrix = build_target_matrix(stacked, spec)
-    support = np.asarray((survey_matrix.matrix != 0).sum(axis=0)).ravel()
-    # A target with a zero population total, or that no surveyed record can reach, would only
-    # add a constant to the loss: leave it out.
-    keep = (spec["value"].to_numpy() > 0) & (support > 0)
-    targets = spec.loc[keep].reset_index(drop=True)
-    A = survey_matrix.matrix[:, np.flatnonzero(keep)]
-    t = targets["value"].to_numpy()
-    bar.update()
-
     design = float(initial[0])
-    weights, history = adam_calibrate(A, t, initial, steps=p["calibration_steps"],
-                                      learning_rate=p["learning_rate"], dropout_rate=p["dropout_rate"],
-                                      rng=cal_rng, progress=progress)
-    survey = stacked.with_weights(weights)
+    bar.update()
     # How much of each benefit's spend the sample reports, at design weights (the FRS's
     # "capture" of administrative totals).
     capture = {}
