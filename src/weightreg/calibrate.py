@@ -245,7 +245,8 @@ class _Dual:
         z = self.A @ (lam / self.d)
         zc = np.clip(z, self.zlo, self.zhi)
         with np.errstate(over="ignore", invalid="ignore"):
-            w = self.w0 * np.exp(zc)
+            # w0 exp(log(upper / w0)) can land an ulp above upper: clip so a bound holds exactly.
+            w = np.clip(self.w0 * np.exp(zc), self.lower, self.upper)
             # phi_i = sup_{l<=w<=u} w z - KL_i(w); expm1 keeps w - w0 accurate near the prior
             phi = np.sum(self.w0 * np.expm1(zc)) + np.sum(w * (z - zc))
         g = phi - lam @ self.c + 0.5 * self.ridge * (lam @ lam)
