@@ -41,7 +41,7 @@ from .influence import (
     weight_summary,
 )
 from .parameters import Parameters, load_parameters, random_reforms
-from .sources import Sources, source_ids, source_kish_by_group, source_totals
+from .sources import Sources, cell_pairs, source_ids, source_kish_by_group, source_totals
 from .survey import REGIONS, TENURE_TYPES, Survey
 
 __all__ = [
@@ -692,8 +692,8 @@ def _ess_table(w: np.ndarray, slices: Sequence[Slice], sources: Sources | None =
         nc = len(s.labels)
         ok = s.codes >= 0
         n_rec = np.bincount(s.codes[ok], minlength=nc)
-        pair = np.unique(sources.codes[ok].astype(np.int64) * max(nc, 1) + s.codes[ok])
-        n_src = np.bincount(pair % max(nc, 1), minlength=nc)
+        _, pair_cell = cell_pairs(Sources(sources.codes[ok], sources.ids, False), s.codes[ok], nc)
+        n_src = np.bincount(pair_cell, minlength=nc)
         total = np.bincount(s.codes[ok], weights=w[ok], minlength=nc)
         cells = list(s.labels)
         ess = kish_by_group(w, s.codes, nc)
@@ -913,12 +913,7 @@ def _source_pairs(sources: Sources | None, shifted: list[np.ndarray], slots: lis
     ``None`` when every row is its own source (the source figures are then the row figures)."""
     if sources is None or sources.trivial:
         return None
-    pairs = []
-    for codes1, n_slots in zip(shifted, slots):
-        key = sources.codes.astype(np.int64) * n_slots + codes1
-        uniq, inverse = np.unique(key, return_inverse=True)
-        pairs.append((inverse.ravel().astype(np.intp), (uniq % n_slots).astype(np.intp)))
-    return pairs
+    return [cell_pairs(sources, codes1, n_slots) for codes1, n_slots in zip(shifted, slots)]
 
 
 def _shares(data: SurfaceData, w: np.ndarray, slices: list[Slice], progress: bool = False, min_contributors: int = 1,

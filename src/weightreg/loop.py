@@ -48,6 +48,7 @@ from . import features as F
 from .calibrate import calibrate
 from .diagnose import Diagnosis, evaluate_surface, min_contributors, simulate_surface
 from .offspring import pieces_needed, root_households, spawn
+from .sources import source_ids
 from .survey import Survey
 from .targets import build_target_matrix
 
@@ -263,6 +264,8 @@ def regularise_loop(
     nit = 0
     for round_number in tqdm(range(max_rounds + 1), desc="rounds", disable=not progress):
         data = simulate(current, reforms) if simulate else simulate_surface(current, reforms=reforms, **surface)
+        if data.source_id is None:  # a simulate= that builds its SurfaceData itself: sources come from the survey
+            data = dataclasses.replace(data, source_id=source_ids(current))
         diag = evaluate_surface(data, threshold=threshold)
         base = evaluate_surface(baseline_only(data), threshold=threshold)
         first = first or diag

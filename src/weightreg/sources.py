@@ -38,6 +38,7 @@ __all__ = [
     "source_totals",
     "source_kish_ess",
     "source_kish_by_group",
+    "cell_pairs",
 ]
 
 
@@ -130,6 +131,24 @@ def source_kish_ess(weights, sources: Sources) -> float:
     return kish_ess(source_totals(weights, sources))
 
 
+def cell_pairs(sources: Sources, codes, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (source, cell) pairs of the rows: each row's pair and each pair's cell.
+
+    Args:
+        sources: each row's source.
+        codes: shape (N,) each row's cell in ``0..n_cells-1`` (callers drop or shift the rows in no cell).
+        n_cells: number of cells.
+
+    Returns:
+        ``(pair_of_row, pair_cell)``: shape (N,) intp index of each row's pair, and shape (P,) intp
+        cell of each pair (pairs in ascending (source, cell) order).
+    """
+    width = max(int(n_cells), 1)
+    key = sources.codes.astype(np.int64) * width + np.asarray(codes, dtype=np.int64)
+    uniq, inverse = np.unique(key, return_inverse=True)
+    return inverse.ravel().astype(np.intp), (uniq % width).astype(np.intp)
+
+
 def source_kish_by_group(weights, codes, n_groups: int, sources: Sources) -> np.ndarray:
     """Kish ESS of each group over the sources' totals within the group.
 
@@ -152,7 +171,6 @@ def source_kish_by_group(weights, codes, n_groups: int, sources: Sources) -> np.
     if sources.trivial:
         return kish_by_group(w, c, n_groups)
     inside = c >= 0
-    key = sources.codes[inside].astype(np.int64) * max(n_groups, 1) + c[inside]
-    uniq, inverse = np.unique(key, return_inverse=True)
-    totals = np.bincount(inverse.ravel(), weights=w[inside], minlength=len(uniq))
-    return kish_by_group(totals, (uniq % max(n_groups, 1)).astype(np.int64), n_groups)
+    pair_of, pair_cell = cell_pairs(Sources(sources.codes[inside], sources.ids, False), c[inside], n_groups)
+    totals = np.bincount(pair_of, weights=w[inside], minlength=len(pair_cell))
+    return kish_by_group(totals, pair_cell.astype(np.int64), n_groups)
