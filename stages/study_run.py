@@ -10,6 +10,13 @@
    that `dvc status study/dvc.yaml` reports nothing to do.
 
 Run it from the project root: python stages/study_run.py [--workers N] [--scheduler ADDR] [--quiet].
+
+Another world seed (outside DVC): python stages/study_run.py --world-seed S [--workers N]. The study's claims
+must hold on more than one world, and the pipeline's DVC study has one (data/population.h5). This mode makes
+the population of world.seed = S (the world section's other params unchanged) in study/worlds/<S>/, runs every
+replicate of study.replicates on it with the same params and code, and writes study/worlds/<S>/study.json and
+study_ratios.csv (small, git-tracked; the population, replicates and statistics.parquet are git-ignored). It
+reruns every replicate each time (nothing there is cached).
 """
 
 import os
@@ -62,8 +69,9 @@ def _digest(path) -> str:
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 
-def run_replicates(params, settings, todo, population_path, out_dir, params_path, quiet: bool) -> list[tuple[int, str]]:
-    """Run ``todo`` on Dask; write and `dvc commit` each as it finishes. Returns the failures (k, message)."""
+def run_replicates(params, settings, todo, population_path, out_dir, params_path, quiet: bool,
+                   commit: bool = True) -> list[tuple[int, str]]:
+    """Run ``todo`` on Dask; write and (``commit``) `dvc commit` each as it finishes. Returns the failures (k, message)."""
     from dask.distributed import as_completed
 
     from weightreg.study import read_population, replicate_task, write_replicate
@@ -92,7 +100,7 @@ def run_replicates(params, settings, todo, population_path, out_dir, params_path
             if _digest(params_path) != start_digest:
                 failures.append((k, f"{params_path} changed while the study ran; its outputs were written but not "
                                     "committed to DVC (rerun the driver)"))
-            else:
+            elif commit:
                 _dvc(["commit", "-f", "-q", f"{PIPELINE}:replicate@{k}"], quiet=True)
             if not quiet:
                 steps = ", ".join(f"{s} {v:.0f}s" for s, v in result.timings.items())
@@ -100,6 +108,34 @@ def run_replicates(params, settings, todo, population_path, out_dir, params_path
             bar.update()
         bar.close()
     return failures
+
+
+def run_other_world(params, settings, world_seed: int, args) -> int:
+    """The ``--world-seed`` mode: population of world seed ``world_seed``, every replicate, the summary."""
+    from weightreg.policyengine_format import write_survey
+    from weightreg.study import run_summarise
+    from weightreg.world import world_population
+
+    out = Path("study/worlds") / str(world_seed)
+    population_path = out / "population.h5"
+    if not args.quiet:
+        print(f"study: world seed {world_seed}: the population in {population_path}")
+    population = world_population({**(params.get("world") or {}), "seed": int(world_seed)})
+    out.mkdir(parents=True, exist_ok=True)
+    write_survey(population, population_path)
+    del population
+    failures = run_replicates(params, settings, list(settings.replicates), population_path, out / "replicates",
+                              args.params, args.quiet, commit=False)
+    for k, message in failures:
+        print(f"study_run: replicate {k} failed: {message}", file=sys.stderr)
+    if failures:
+        return 1
+    result = run_summarise(params, population_path, out / "replicates", metrics_path=out / "study.json",
+                           plots_dir=out, statistics_path=out / "statistics.parquet", progress=not args.quiet)
+    if not args.quiet:
+        print(result.summary_text())
+        print(f"study: world seed {world_seed}: {out / 'study.json'}, {out / 'study_ratios.csv'}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -110,6 +146,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, help="local Dask worker processes (default: study.workers)")
     parser.add_argument("--scheduler", help="address of a running Dask scheduler (default: study.scheduler)")
     parser.add_argument("--skip-summary", action="store_true", help="run the replicates only, not `dvc repro`")
+    parser.add_argument("--world-seed", type=int,
+                        help="run the whole study on the population of this world seed instead, outside DVC "
+                             "(outputs in study/worlds/<seed>/)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -125,6 +164,13 @@ def main(argv=None) -> int:
         check_params(params)  # the params the replicates run with (the file's), before any work
         if not Path(PIPELINE).exists():
             raise ParameterError(f"{PIPELINE} not found: run stages/study_run.py from the project root")
+        if args.world_seed is not None:
+            if args.world_seed < 0:
+                raise ParameterError(f"--world-seed {args.world_seed} must be a non-negative integer")
+            if args.world_seed == (params.get("world") or {}).get("seed"):
+                raise ParameterError(f"--world-seed {args.world_seed} is world.seed itself: that world's study is "
+                                     "the DVC one (run without --world-seed)")
+            return run_other_world(params, settings, args.world_seed, args)
         if not Path(args.population).exists():
             raise ParameterError(f"{args.population}: no such file (the world's population); run "
                                  "`dvc repro synthesize` first")

@@ -159,10 +159,19 @@ def _params(**study):
     ({"overrides": {"nonsense": 1}}, "study.overrides.nonsense"),
     ({"overrides": {"loop": 3}}, "study.overrides.loop"),
     ({"replicate": [0, 1]}, "study.replicate"),
+    ({"variants": [1, 2]}, "study.variants"),
+    ({"variants": {"raked": {}}}, "study.variants.raked"),
+    ({"variants": {"two words": {}}}, "study.variants.two words"),
+    ({"variants": {"v": {"loop": {"max_rounds": 2}}}}, "study.variants.v"),
+    ({"variants": {"v": {"start": "population"}}}, "study.variants.v.start"),
+    ({"variants": {"v": {"recalibrate": {"cap_source": True}}}}, "study.variants.v.recalibrate"),
+    ({"variants": {"v": {"cap": -5}}}, "study.variants.v"),
+    ({"variants": {"v": {"recalibrate": {"cap_sources": "yes"}}}}, "study.variants.v"),
+    ({"variants": {"v": {"recalibrate": {"prune": -1}}}}, "study.variants.v"),
 ])
 def test_bad_study_param_is_named(study, named):
     with pytest.raises(ParameterError, match=named.replace(".", r"\.")):
-        study_settings(_params(**study))
+        check_params(_params(**study))
 
 
 def test_default_params_and_overrides():
@@ -211,6 +220,30 @@ def test_replicates_are_drawn_by_the_worlds_code(world):
     assert np.any(reported[:1000] < truth)  # under-reported, as in the world's survey
 
 
+def test_another_world_seeds_population_is_generate_worlds(world):
+    from weightreg.world import world_population
+
+    params = {"seed": 3, "population_households": 4000, "sample_households": 800, "enhancement_households": 40}
+    population = world_population(params)
+    pd.testing.assert_frame_equal(population.person, world.population.person)
+    assert np.array_equal(population.weights, world.population.weights)
+    other = world_population({**params, "seed": 4})
+    assert not np.array_equal(other.person["employment_income"].to_numpy()[:500],
+                              population.person["employment_income"].to_numpy()[:500])
+
+
+def test_world_seed_mode_rejects_the_dvc_worlds_seed(tmp_path):
+    params = _params()
+    params.pop("_path")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study/dvc.yaml").write_text("stages: {}\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "stages/study_run.py"), "--quiet", "--world-seed",
+                           str(params["world"]["seed"])], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2 and "--world-seed" in proc.stderr and "Traceback" not in proc.stderr
+
+
 # ---- end to end: dvc repro study/dvc.yaml on a small world ------------------------------------------
 def _load_small_pipeline():
     spec = importlib.util.spec_from_file_location("small_pipeline", ROOT / ".ci/small_pipeline.py")
@@ -247,7 +280,22 @@ def test_study_pipeline_on_a_small_world(tmp_path):
     assert sp.ran(first) == expected, first[-3000:]
     metrics = json.loads((repo / "metrics/study.json").read_text())
     assert metrics["replicates"] == len(replicates)
-    for method in ("original", "trimmed", "raked", "bounded_ratio", "augmented", "regularised"):
+    study = yaml.safe_load((repo / "params.yaml").read_text())["study"]
+    variants = list(study["variants"])
+    assert {"same", "source_cap", "source_cap_low", "raked_low"} <= set(variants)
+    cap = yaml.safe_load((repo / "params.yaml").read_text())["cap"]
+    for k in replicates:
+        est = pd.read_parquet(repo / f"study/replicates/{k}.parquet")
+        figures = json.loads((repo / f"study/replicates/{k}.json").read_text())["methods"]
+        # a variant with nothing changed is the final recalibration itself, by the same runner: the same numbers
+        np.testing.assert_array_equal(est["same"].to_numpy(), est["regularised"].to_numpy())
+        assert figures["same"] == figures["regularised"]
+        # cap_sources bounds each source household's total; the row cap alone does not
+        assert figures["source_cap"]["max_source_weight"] <= cap * (1 + 1e-12)
+        assert figures["source_cap_low"]["max_source_weight"] <= study["variants"]["source_cap_low"]["cap"] * (1 + 1e-12)
+        assert figures["raked_low"]["max_weight"] <= study["variants"]["raked_low"]["cap"] * (1 + 1e-12)
+        assert figures["raked_low"]["n_sources"] == figures["raked_low"]["n_records"]  # no offspring
+    for method in ("original", "trimmed", "raked", "bounded_ratio", "augmented", "regularised", *variants):
         for kind in ("baseline", "reform"):
             k = metrics[method][kind]
             assert k["statistics"] > 0
@@ -257,7 +305,9 @@ def test_study_pipeline_on_a_small_world(tmp_path):
         assert metrics[method]["source_kish_ess_mean"] > 0
     assert metrics["original"]["baseline"]["sd_ratio_median"] == pytest.approx(1.0)
     ratios = pd.read_csv(repo / "plots/study/study_ratios.csv")
-    assert len(ratios) == 6 * 2 * 2
+    assert len(ratios) == (6 + len(variants)) * 2 * 2
+    assert list(dict.fromkeys(ratios["method"])) == ["original", "trimmed", "raked", "bounded_ratio", "augmented",
+                                                     "regularised", *variants]
     assert (repo / "plots/study/study_ratios.png").stat().st_size > 0
 
     second = sp.run(dvc + ["repro", "study/dvc.yaml"], repo, env)

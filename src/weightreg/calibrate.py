@@ -12,6 +12,14 @@ Soft targets (``penalty > 0``)::
 with ``d_j = t_j`` (relative error) or, for a zero target, the prior's absolute column
 total ``sum_i |a_ij| w0_i`` (a zero target has no scale of its own); bounds as above.
 
+With ``groups`` (e.g. the source household of every row: a parent and its offspring), ``cap`` bounds
+each group's total, ``sum_{i in g} w_i <= cap``, instead of each row. The inner maximisation then
+has a closed form per group: with ``u_i = w0_i exp(a_i . lam)`` and ``U_g = sum_{i in g} u_i``,
+``w_i = u_i min(1, cap / U_g)``, the group's conjugate is ``U_g - W0_g`` below the cap and
+``cap (1 + log(U_g / cap)) - W0_g`` above it, and a capped group's Hessian block is the within-group
+covariance ``A_g^T (diag(w_g) - w_g w_g^T / cap) A_g`` (a capped group of one drops out, as a
+capped row does).
+
 Both are solved by damped (semismooth) Newton on the dual, which has one variable per
 target: the weights are ``w_i(lam) = clip(w0_i * exp(a_i . lam), lower_i, upper_i)``,
 the dual Hessian is the M x M matrix ``A^T diag(w_free) A`` (records at a bound drop
@@ -58,7 +66,8 @@ class CalibrationResult:
         multipliers: Dual variables in original target units, shape (M,). For hard
             targets ``multipliers[j] = d KL* / d t_j`` (marginal KL cost of target j);
             for soft targets it is the derivative of ``KL + loss * sum(w0) / penalty``.
-            In both cases ``weights = clip(prior * exp(matrix @ multipliers))``.
+            In both cases ``weights = clip(prior * exp(matrix @ multipliers))`` (with ``groups``,
+            a capped group's rows are scaled down together to the cap instead of clipped).
         rel_errors: Signed relative errors ``(a_j^T w - t_j) / d_j``, shape (M,).
         target_names: The names passed in, or None.
     """
@@ -99,7 +108,8 @@ def _kl_terms(w, w0):
     pos = w > 0
     out = w0 - w
     with np.errstate(divide="ignore"):
-        out[pos] += w[pos] * np.log(w[pos] / w0[pos])
+        # log w - log w0, not log(w / w0): the ratio overflows for a tiny (e.g. 1e-300) positive prior
+        out[pos] += w[pos] * (np.log(w[pos]) - np.log(w0[pos]))
     return out
 
 
@@ -121,6 +131,26 @@ def _column_range(A, lower, upper):
         hi[np.asarray(Ap.T @ inf_u.astype(float)).ravel() > 0] = np.inf
         lo[np.asarray(An.T @ inf_u.astype(float)).ravel() < 0] = -np.inf
     return np.asarray(lo).ravel(), np.asarray(hi).ravel()
+
+
+def _check_group_reach(A, t, w0, codes, cap, names):
+    """Hard targets no weights with group totals <= cap can reach: a_j^T w is at most
+    cap * sum_g max_{i in g, w0_i > 0} max(a_ij, 0). Raise CalibrationError naming the first."""
+    C = sp.coo_array(A) if sp.issparse(A) else sp.coo_array(np.asarray(A))
+    keep = (C.data > 0) & (w0[C.row] > 0)
+    row, col, val = C.row[keep], C.col[keep], C.data[keep]
+    n_groups = int(codes.max()) + 1 if codes.size else 0
+    keys, inverse = np.unique(col.astype(np.int64) * n_groups + codes[row], return_inverse=True)
+    top = np.zeros(keys.size)
+    np.maximum.at(top, inverse.ravel(), val)
+    reach = cap * np.bincount((keys // max(n_groups, 1)).astype(np.int64), weights=top, minlength=A.shape[1])
+    bad = np.flatnonzero(t > reach * (1 + 1e-12))
+    if bad.size:
+        j = bad[0]
+        raise CalibrationError(
+            f"{_name(j, names)} = {t[j]:.6g} is unreachable with cap={cap} on each group's total: at most "
+            f"{reach[j]:.6g} (cap x the sum over groups of each group's largest entry in the column); "
+            f"{bad.size} target(s) like this. Raise the cap, or pass penalty= for soft targets")
 
 
 def _validate(matrix, targets, prior, penalty, cap, bounds, tol, max_iter, target_names):
@@ -225,8 +255,15 @@ class _Dual:
     makes every gradient entry a relative target error, so one tolerance fits all targets.
     """
 
-    def __init__(self, A, t, d, w0, lower, upper, ridge):
+    def __init__(self, A, t, d, w0, lower, upper, ridge, groups=None, group_cap=None):
         self.A, self.w0, self.d, self.ridge = A, w0, d, ridge
+        self.groups = groups  # None, or the group code of every row (0..G-1) whose total is capped
+        if groups is not None:
+            self.n_groups = int(groups.max()) + 1 if groups.size else 0
+            self.log_cap = float(np.log(group_cap))
+            self.group_cap = float(group_cap)
+            self.log_w0 = np.log(w0)
+            self.w0_group = np.bincount(groups, weights=w0, minlength=self.n_groups)
         self.sparse = sp.issparse(A)
         self.At = A.T.tocsr() if self.sparse else A.T  # sparse M x N: fast A^T w, A^T W A
         if self.sparse:
@@ -243,12 +280,34 @@ class _Dual:
         """g(lam) = sum_i phi_i(a_i . lam) - lam . c + ridge/2 |lam|^2 (min g = -optimum),
         with z = A lam_orig and the weights w(lam)."""
         z = self.A @ (lam / self.d)
+        if self.groups is not None:
+            return self._group_value(lam, z)
         zc = np.clip(z, self.zlo, self.zhi)
         with np.errstate(over="ignore", invalid="ignore"):
             # w0 exp(log(upper / w0)) can land an ulp above upper: clip so a bound holds exactly.
             w = np.clip(self.w0 * np.exp(zc), self.lower, self.upper)
             # phi_i = sup_{l<=w<=u} w z - KL_i(w); expm1 keeps w - w0 accurate near the prior
             phi = np.sum(self.w0 * np.expm1(zc)) + np.sum(w * (z - zc))
+        g = phi - lam @ self.c + 0.5 * self.ridge * (lam @ lam)
+        return (g if np.isfinite(g) else np.inf), z, w
+
+    def _group_log_totals(self, z):
+        """log U_g = log sum_{i in g} w0_i exp(z_i), by a per-group log-sum-exp (no overflow)."""
+        v = self.log_w0 + z
+        top = np.full(self.n_groups, -np.inf)
+        np.maximum.at(top, self.groups, v)
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = np.bincount(self.groups, weights=np.exp(v - top[self.groups]), minlength=self.n_groups)
+            return v, top + np.log(scaled)
+
+    def _group_value(self, lam, z):
+        v, log_u = self._group_log_totals(z)
+        over = log_u > self.log_cap  # groups whose unconstrained total exceeds the cap
+        with np.errstate(over="ignore", invalid="ignore"):
+            w = np.where(over[self.groups], np.exp(v - log_u[self.groups] + self.log_cap), self.w0 * np.exp(z))
+            under = ~over[self.groups]
+            phi = (np.sum(self.w0[under] * np.expm1(z[under]))
+                   + np.sum(self.group_cap * (1.0 + log_u[over] - self.log_cap) - self.w0_group[over]))
         g = phi - lam @ self.c + 0.5 * self.ridge * (lam @ lam)
         return (g if np.isfinite(g) else np.inf), z, w
 
@@ -272,6 +331,14 @@ class _Dual:
         if self._absA is None:
             self._absA = abs(self.A)
         noise = 1e-9 * np.max(self._absA @ np.abs(q), initial=0.0)
+        if self.groups is not None:
+            # A capped group's conjugate grows like cap * max_{i in g} dz_i along the ray (its
+            # fastest-rising row takes the whole cap) and tends to a constant if none rises.
+            rise = np.zeros(self.n_groups)
+            np.maximum.at(rise, self.groups, np.where(dz > noise, dz, 0.0))
+            terms = self.group_cap * rise
+            slope = terms.sum() - p @ self.c
+            return slope < -1e-9 * (np.abs(terms).sum() + np.abs(p).sum())
         up, down = dz > noise, dz < -noise
         if np.any(up & np.isinf(self.upper)):
             return False
@@ -295,6 +362,18 @@ class _Dual:
                 blk = self.A[s:s + 8192]
                 H += blk.T @ (blk * wf[s:s + 8192, None])
                 hall += (blk * blk).T @ w[s:s + 8192]
+        if self.groups is not None:
+            # minus sum over capped groups of (A_g^T w_g)(A_g^T w_g)^T / cap: the within-group covariance
+            totals = np.bincount(self.groups, weights=w, minlength=self.n_groups)
+            capped = totals >= self.group_cap * (1 - 1e-12)
+            member = capped[self.groups]
+            if member.any():
+                rows = np.flatnonzero(member)
+                code = np.cumsum(capped) - 1
+                S = sp.csr_array((w[rows], (code[self.groups[rows]], rows)), shape=(int(capped.sum()), self.A.shape[0]))
+                B = S @ self.A
+                B = B.toarray() if sp.issparse(B) else np.asarray(B)
+                H -= (B.T @ B) / self.group_cap
         H /= np.outer(self.d, self.d)
         H[np.diag_indices_from(H)] += self.ridge
         return H, hall / self.d ** 2 + self.ridge
@@ -317,57 +396,9 @@ def _newton_step(H, hall, grad, rho):
             rho = min(rho * 100, _RIDGE_MAX)
 
 
-def calibrate(matrix, targets, prior, *, penalty=None, cap=None, bounds=None, tol=1e-8,
-              max_iter=200, target_names=None) -> CalibrationResult:
-    """Reweight ``prior`` to meet ``targets`` with minimal KL divergence from the prior.
-
-    Args:
-        matrix: (N, M) target matrix: row i holds record i's contribution to each target.
-            scipy.sparse (any format) or dense array.
-        targets: (M,) non-negative target values ``t``.
-        prior: (N,) non-negative prior weights ``w0``. Zero-prior records keep weight
-            zero; give them a small positive prior if they should be used.
-        penalty: None for hard targets (``A^T w = t`` exactly). A positive number for soft
-            targets: minimise ``penalty * KL(w||w0) / sum(w0) + sum_j (rel error_j)^2``;
-            larger penalties keep the weights closer to the prior.
-        cap: Absolute upper bound on every weight.
-        bounds: ``(lo, hi)`` bounds on the ratio ``w / w0`` (as R survey::calibrate);
-            combined with ``cap`` the upper bound is ``min(hi * w0, cap)``.
-        tol: Hard: largest allowed relative target error. Soft: dual gradient tolerance.
-        max_iter: Newton iteration limit.
-        target_names: Optional names used in messages and kept on the result.
-
-    Returns:
-        A :class:`CalibrationResult`. A hard problem that cannot be met (contradictory
-        targets, bounds too tight) gives ``success=False`` with a message naming the worst
-        targets; call ``result.check()`` to turn that into an :class:`InfeasibleError`.
-
-    Raises:
-        CalibrationError: input that cannot work (shapes, NaN/inf or negative values,
-            bad bounds, a target its column cannot reach under the bounds).
-    """
-    A, t, w0, lower, upper, names = _validate(
-        matrix, targets, prior, penalty, cap, bounds, tol, max_iter, target_names)
-    N, M = A.shape
-    d_all = t.copy()
-    if np.any(t == 0):  # zero target: measure errors against the prior's absolute column total
-        d_all[t == 0] = np.asarray(abs(A).T @ w0).ravel()[t == 0]
-    rows = w0 > 0
-    cols = d_all > 0  # a zero target whose column only meets zero-prior records is met
-    As = A[rows][:, cols] if not (rows.all() and cols.all()) else A
-    if sp.issparse(As):
-        As = sp.csr_array(As)
-    ridge = 0.0 if penalty is None else 0.5 * penalty / w0.sum()
-    dual = _Dual(As, t[cols], d_all[cols], w0[rows], lower[rows], upper[rows], ridge)
-
-    # Any feasible w has KL <= kl_max, and the dual value -g(lam) is a lower bound on the
-    # optimum, so -g > kl_max proves a hard problem infeasible (finite only with bounds).
-    kl_max = np.inf
-    if np.all(np.isfinite(dual.zhi)):
-        p0 = w0[rows]
-        kl_max = float(np.sum(np.maximum(_kl_terms(lower[rows], p0), _kl_terms(upper[rows], p0))))
-
-    lam = np.zeros(cols.sum())
+def _newton(dual, lam, penalty, tol, max_iter, kl_max, w0_sum, names, cols):
+    """Damped semismooth Newton on ``dual`` from ``lam``: ``(lam, g, z, w, nit, reason)``
+    (``reason`` empty on convergence)."""
     g, z, w = dual.value(lam)
     rho, nit, reason = _RIDGE_MIN, 0, ""
     while True:
@@ -378,7 +409,7 @@ def calibrate(matrix, targets, prior, *, penalty=None, cap=None, bounds=None, to
         if nit >= max_iter:
             reason = f"iteration limit max_iter={max_iter} reached"
             break
-        if penalty is None and -g > kl_max * (1 + 1e-9) + 1e-12 * w0.sum():
+        if penalty is None and -g > kl_max * (1 + 1e-9) + 1e-12 * w0_sum:
             reason = (f"dual objective {-g:.6g} exceeds the largest KL any weights within "
                       f"the bounds can have ({kl_max:.6g}), which proves the targets infeasible")
             break
@@ -415,12 +446,121 @@ def calibrate(matrix, targets, prior, *, penalty=None, cap=None, bounds=None, to
         if not accepted:
             reason = "the line search could not decrease the dual objective"
             break
-        rho = max(rho / 10, _RIDGE_MIN) if alpha == 1.0 else rho
+        # Levenberg-Marquardt: a full step relaxes the ridge; a heavily damped one (rows at a bound
+        # leave directions with almost no curvature, so Newton overshoots by orders of magnitude)
+        # raises it, so the next step is shorter and nearer a gradient step.
+        if alpha == 1.0:
+            rho = max(rho / 10, _RIDGE_MIN)
+        elif alpha < 0.1:
+            rho = min(rho * 100, _RIDGE_MAX)
         lam = lam + alpha * p
         g, z, w = g_new, z_new, w_new
 
+    return lam, g, z, w, nit, reason
+
+
+def calibrate(matrix, targets, prior, *, penalty=None, cap=None, bounds=None, tol=1e-8,
+              max_iter=200, target_names=None, groups=None) -> CalibrationResult:
+    """Reweight ``prior`` to meet ``targets`` with minimal KL divergence from the prior.
+
+    Args:
+        matrix: (N, M) target matrix: row i holds record i's contribution to each target.
+            scipy.sparse (any format) or dense array.
+        targets: (M,) non-negative target values ``t``.
+        prior: (N,) non-negative prior weights ``w0``. Zero-prior records keep weight
+            zero; give them a small positive prior if they should be used.
+        penalty: None for hard targets (``A^T w = t`` exactly). A positive number for soft
+            targets: minimise ``penalty * KL(w||w0) / sum(w0) + sum_j (rel error_j)^2``;
+            larger penalties keep the weights closer to the prior.
+        cap: Absolute upper bound on every weight.
+        bounds: ``(lo, hi)`` bounds on the ratio ``w / w0`` (as R survey::calibrate);
+            combined with ``cap`` the upper bound is ``min(hi * w0, cap)``.
+        tol: Hard: largest allowed relative target error. Soft: dual gradient tolerance.
+        max_iter: Newton iteration limit.
+        target_names: Optional names used in messages and kept on the result.
+        groups: Optional (N,) group labels (e.g. :func:`weightreg.sources.source_ids`: a parent
+            and its offspring share one). With ``cap``, the cap bounds each group's total weight
+            ``sum_{i in g} w_i`` (and so every row); without ``cap`` groups change nothing. Not
+            combined with ``bounds``.
+
+    Returns:
+        A :class:`CalibrationResult`. A hard problem that cannot be met (contradictory
+        targets, bounds too tight) gives ``success=False`` with a message naming the worst
+        targets; call ``result.check()`` to turn that into an :class:`InfeasibleError`.
+
+    Raises:
+        CalibrationError: input that cannot work (shapes, NaN/inf or negative values,
+            bad bounds, a target its column cannot reach under the bounds).
+    """
+    A, t, w0, lower, upper, names = _validate(
+        matrix, targets, prior, penalty, cap, bounds, tol, max_iter, target_names)
+    N, M = A.shape
+    codes = None
+    if groups is not None:
+        labels = np.asarray(groups)
+        if labels.shape != (N,):
+            raise CalibrationError(f"groups has shape {labels.shape}; need one label per record ({N},)")
+        if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
+            raise CalibrationError("groups has NaN/inf labels; give every record a group (its own id if alone)")
+        if bounds is not None and cap is not None:
+            raise CalibrationError("groups (a cap on each group's total) cannot be combined with bounds= yet; "
+                                   "pass one of them")
+        if cap is not None:
+            codes = np.unique(labels, return_inverse=True)[1].ravel()
+            if penalty is None:
+                _check_group_reach(A, t, w0, codes, cap, names)
+    d_all = t.copy()
+    if np.any(t == 0):  # zero target: measure errors against the prior's absolute column total
+        d_all[t == 0] = np.asarray(abs(A).T @ w0).ravel()[t == 0]
+    rows = w0 > 0
+    cols = d_all > 0  # a zero target whose column only meets zero-prior records is met
+    As = A[rows][:, cols] if not (rows.all() and cols.all()) else A
+    if sp.issparse(As):
+        As = sp.csr_array(As)
+    ridge = 0.0 if penalty is None else 0.5 * penalty / w0.sum()
+    kept_codes = None
+    if codes is not None:
+        kept_codes = np.unique(codes[rows], return_inverse=True)[1].ravel()
+        lower = np.zeros(N)
+        upper = np.where(w0 > 0, np.inf, 0.0)  # no row bound: the group's total is bounded instead
+    dual = _Dual(As, t[cols], d_all[cols], w0[rows], lower[rows], upper[rows], ridge, groups=kept_codes,
+                 group_cap=cap)
+
+    # Any feasible w has KL <= kl_max, and the dual value -g(lam) is a lower bound on the
+    # optimum, so -g > kl_max proves a hard problem infeasible (finite only with bounds).
+    kl_max = np.inf
+    p0 = w0[rows]
+    if kept_codes is not None:  # every row of a capped group lies in [0, cap]
+        kl_max = float(np.sum(np.maximum(_kl_terms(np.zeros_like(p0), p0), _kl_terms(np.full_like(p0, cap), p0))))
+    elif np.all(np.isfinite(dual.zhi)):
+        kl_max = float(np.sum(np.maximum(_kl_terms(lower[rows], p0), _kl_terms(upper[rows], p0))))
+
+    lam, _, _, w, nit, reason = _newton(dual, np.zeros(cols.sum()), penalty, tol, max_iter, kl_max, w0.sum(),
+                                        names, cols)
+    if reason and penalty is not None and nit >= max_iter:
+        # Soft targets some of which the bounds keep far off: their multipliers grow like
+        # error / ridge, and with rows at a bound the dual is nearly piecewise linear, so Newton
+        # from zero can stall. Continuation: solve with a 1000x, 100x, 10x larger penalty first
+        # (better conditioned), each from the last solution, then the penalty asked for.
+        lam_c, total = np.zeros(cols.sum()), 0
+        for factor in (1000.0, 100.0, 10.0, 1.0):
+            dual.ridge = 0.5 * penalty * factor / w0.sum()
+            lam_c, _, _, w_c, n_c, reason_c = _newton(dual, lam_c, penalty, tol, max_iter, kl_max, w0.sum(),
+                                                          names, cols)
+            total += n_c
+            if reason_c:
+                break
+        dual.ridge = ridge
+        if not reason_c:
+            lam, w, reason = lam_c, w_c, ""
+        nit += total
+
     weights = np.zeros(N)
     weights[rows] = w
+    if codes is not None:  # exp(v - log U + log cap) can sum an ulp above the cap: scale it back
+        totals = np.bincount(codes, weights=weights)
+        over = totals > cap
+        weights[over[codes]] *= (cap / totals[over])[np.cumsum(over)[codes[over[codes]]] - 1]
     lam_orig = np.zeros(M)
     lam_orig[cols] = lam / dual.d
     achieved = np.asarray(A.T @ weights).ravel()

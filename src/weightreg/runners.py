@@ -132,16 +132,20 @@ def _bounds(params: dict, value):
     return float(value[0]), float(value[1])
 
 
-def run_recalibrate(survey_path, targets_path, params, *, out_path, metrics_path, plots_dir, progress=True):
+def run_recalibrate(survey_path, targets_path, params, *, out_path, metrics_path, plots_dir, progress=True,
+                    require_convergence=True):
     """Recalibrate ``survey_path`` to ``targets_path`` (KL to its weights, cap, bounds), prune, write.
 
     Households whose weight ends below ``recalibrate.prune`` are dropped and the problem re-solved on
     the rest, so the targets hold on what is written; ``weight_pruned`` is their weight when dropped.
 
     Returns the :class:`CalibrationResult`. A solve that did not converge raises
-    :class:`InfeasibleError` after writing nothing but the metrics (so the failure is visible).
+    :class:`InfeasibleError` after writing nothing but the metrics (so the failure is visible),
+    unless ``require_convergence`` is false (the study's variants: the weights are written, and
+    ``converged`` says what they are).
     """
     from .atomic import write_csv, write_json
+    from .errors import ParameterError
     from .plots import quantile_table
     from .calibrate import calibrate
     from .influence import kish_ess
@@ -157,13 +161,22 @@ def run_recalibrate(survey_path, targets_path, params, *, out_path, metrics_path
     tol = positive(params, "recalibrate.tol", section.get("tol", 1e-8))
     max_iter = positive(params, "recalibrate.max_iter", section.get("max_iter", 200), integer=True)
     prune = float(section.get("prune", 1.0) or 0.0)
+    cap_sources = section.get("cap_sources", False)
+    if not isinstance(cap_sources, bool):
+        raise ParameterError(f"{params.get('_path', 'params.yaml')}: param 'recalibrate.cap_sources' = "
+                             f"{cap_sources!r} must be true or false")
+    if cap_sources and bounds is not None and cap is not None:
+        raise ParameterError("recalibrate.cap_sources (cap on each source household's total) cannot be combined "
+                             "with recalibrate.bounds yet: set one of them to false / null")
 
     survey = read_survey(survey_path)
     targets = read_targets(targets_path, survey)
     tm = build_target_matrix(survey, targets)
     prior = survey.weights
+    # With cap_sources, cap bounds a source household's total (a parent and its offspring), not each row.
+    groups = sources_of(survey).codes if cap_sources else None
     fit = calibrate(tm.matrix, tm.values, prior, penalty=penalty, cap=cap, bounds=bounds, tol=tol,
-                    max_iter=max_iter, target_names=tm.names)
+                    max_iter=max_iter, target_names=tm.names, groups=groups)
     # Pruning moves the totals a little: re-solve the same problem on the records kept (their rows of
     # the target matrix), a few passes (a re-solve can leave new weights below the floor).
     keep = np.ones(survey.n_households, dtype=bool)
@@ -176,7 +189,8 @@ def run_recalibrate(survey_path, targets_path, params, *, out_path, metrics_path
         weight_pruned += float(weights[low].sum())
         keep &= ~low
         fit = calibrate(tm.matrix[keep], tm.values, prior[keep], penalty=penalty, cap=cap, bounds=bounds,
-                        tol=tol, max_iter=max_iter, target_names=tm.names)
+                        tol=tol, max_iter=max_iter, target_names=tm.names,
+                        groups=None if groups is None else groups[keep])
         weights = np.zeros(survey.n_households)
         weights[keep] = fit.weights
     low = keep & (weights < prune)
@@ -213,7 +227,8 @@ def run_recalibrate(survey_path, targets_path, params, *, out_path, metrics_path
     order = np.argsort(-np.abs(fit.multipliers), kind="stable")[:10]
     write_csv(pd.DataFrame({"target": np.asarray(tm.names, dtype=object)[order], "multiplier": fit.multipliers[order]}),
               plots_dir / "top_multipliers.csv")
-    fit.check()  # a non-converged solve is an error (exit non-zero), after its metrics are on disk
+    if require_convergence:
+        fit.check()  # a non-converged solve is an error (exit non-zero), after its metrics are on disk
     write_survey(result, out_path)
     return fit, metrics
 

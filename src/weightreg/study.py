@@ -34,7 +34,13 @@ truth, so the methods can be compared on sampling noise, not on one sample's luc
      ``study.min_weight_ratio <= w / w0 <= study.max_weight_ratio``, no absolute cap, ``penalty``
      (soft targets); targets the bounds cannot reach are left out and counted;
    * ``augmented``: the adversarial loop's output (original records plus offspring);
-   * ``regularised``: the final capped recalibration of ``augmented``.
+   * ``regularised``: the final capped recalibration of ``augmented``;
+   * and one per ``study.variants`` entry (:data:`VARIANT_KEYS`): the final recalibration
+     (``runners.run_recalibrate``, pruning included) run again on ``augmented`` (or, with
+     ``start: original``, on the replicate's own sample) with that entry's ``cap``, ``penalty`` and
+     ``recalibrate.*``. A variant costs one calibration, not a training and a loop, so settings of the
+     final step (a cap on each source household's total, a lower cap) are judged on the same
+     replicates as the recipe; an empty entry reproduces ``regularised`` exactly.
 
 4. *Estimates*: every statistic of the reporting surface (``surface.*``), on the baseline and on
    ``evaluate.reforms`` random reforms drawn with ``evaluate.seed``
@@ -145,15 +151,20 @@ DEFAULT_STUDY: dict = {
     "workers": 2,
     "scheduler": None,
     "overrides": {},
+    "variants": {},
 }
+#: What a variant may set: where its final recalibration starts, and that recalibration's params.
+VARIANT_KEYS = ("start", "cap", "penalty", "recalibrate")
+#: A variant's ``start``: the loop's output (as ``regularised``) or the replicate's own sample (as ``raked``).
+VARIANT_STARTS = ("augmented", "original")
 #: Columns of ``plots/study/study_ratios.csv``.
 RATIO_COLUMNS = ("method", "statistic_kind", "quantity", "label", "median", "median_lo", "median_hi", "mean",
                  "mean_lo", "mean_hi", "statistics", "excluded")
 #: Columns of the per-statistic table (``study/statistics.parquet``).
 STATISTIC_COLUMNS = ("method", "statistic", "statistic_kind", "metric", "truth", "mean", "bias", "sd", "rmse")
 # The per-method figures each replicate records (numbers), and which of them the summary averages.
-_AVERAGED = ("n_records", "n_sources", "kish_ess", "source_kish_ess", "max_weight", "max_rel_target_error",
-             "sources_above_threshold", "sources_above_threshold_not_thin")
+_AVERAGED = ("n_records", "n_sources", "kish_ess", "source_kish_ess", "max_weight", "max_source_weight",
+             "max_rel_target_error", "sources_above_threshold", "sources_above_threshold_not_thin", "converged")
 
 
 # ---- params -------------------------------------------------------------------------------------
@@ -170,6 +181,12 @@ class StudySettings:
         workers: local Dask worker processes of ``stages/study_run.py``.
         scheduler: a running Dask scheduler's address for ``stages/study_run.py`` (``None``: local).
         overrides: params merged over the pipeline's for the study's recipe only.
+        variants: extra weight sets per replicate, name -> spec: the final recalibration
+            (:func:`weightreg.runners.run_recalibrate`, with its pruning) run again on the
+            replicate's ``augmented`` records (or, with ``start: original``, its own sample) with
+            ``cap``, ``penalty`` and ``recalibrate.*`` changed as the spec says. Cheap next to the
+            recipe (no new training or loop), so several settings of the final step are compared on
+            the same replicates.
     """
 
     replicates: tuple[int, ...]
@@ -180,6 +197,12 @@ class StudySettings:
     workers: int
     scheduler: str | None
     overrides: dict = field(default_factory=dict)
+    variants: dict = field(default_factory=dict)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The weight sets compared: :data:`METHODS`, then the variants in the order given."""
+        return METHODS + tuple(self.variants)
 
 
 def _is_int(v) -> bool:
@@ -242,11 +265,47 @@ def study_settings(params: Mapping) -> StudySettings:
         if isinstance(value, Mapping) != isinstance(params[key], Mapping):
             raise ParameterError(f"{where}: param 'study.overrides.{key}' = {value!r} must have the shape of "
                                  f"'{key}' in params.yaml ({'a mapping' if isinstance(params[key], Mapping) else 'a value'})")
+    variants = s["variants"] if s["variants"] is not None else {}
+    if not isinstance(variants, Mapping):
+        raise bad("variants", "a mapping name -> {start, cap, penalty, recalibrate}, e.g. "
+                              "{source_cap: {recalibrate: {cap_sources: true}}}")
+    for name, spec in variants.items():
+        label = f"{where}: param 'study.variants.{name}'"
+        if not isinstance(name, str) or not name.isidentifier() or name in METHODS:
+            raise ParameterError(f"{label}: a variant's name must be an identifier (letters, digits, _) and not "
+                                 f"one of the study's own methods ({', '.join(METHODS)})")
+        spec = {} if spec is None else spec
+        if not isinstance(spec, Mapping):
+            raise ParameterError(f"{label} = {spec!r} must be a mapping with keys from {', '.join(VARIANT_KEYS)}")
+        unknown = sorted(set(spec) - set(VARIANT_KEYS))
+        if unknown:
+            raise ParameterError(f"{label}: unknown key(s) {', '.join(unknown)}; a variant changes only the final "
+                                 f"recalibration: {', '.join(VARIANT_KEYS)} (change the recipe itself with "
+                                 "study.overrides)")
+        if spec.get("start", "augmented") not in VARIANT_STARTS:
+            raise ParameterError(f"{where}: param 'study.variants.{name}.start' = {spec['start']!r} must be one of "
+                                 f"{', '.join(VARIANT_STARTS)}")
+        recal = spec.get("recalibrate", {}) or {}
+        if not isinstance(recal, Mapping):
+            raise ParameterError(f"{where}: param 'study.variants.{name}.recalibrate' = {recal!r} must be a mapping "
+                                 "of recalibrate params")
+        known = set(params.get("recalibrate") or {}) | {"cap_sources", "bounds", "tol", "max_iter", "prune"}
+        unknown = sorted(set(recal) - known)
+        if unknown:
+            raise ParameterError(f"{where}: param 'study.variants.{name}.recalibrate': unknown key(s) "
+                                 f"{', '.join(unknown)}; known: "
+                                 f"{', '.join(sorted(known))}")
     return StudySettings(
         replicates=tuple(int(k) for k in reps), seed=int(s["seed"]), max_weight_ratio=float(s["max_weight_ratio"]),
         min_weight_ratio=float(s["min_weight_ratio"]), bootstrap=int(s["bootstrap"]), workers=int(s["workers"]),
         scheduler=s["scheduler"], overrides=json.loads(json.dumps(dict(overrides))),
+        variants=json.loads(json.dumps({k: dict(v or {}) for k, v in variants.items()})),
     )
+
+
+def variant_params(recipe: Mapping, spec: Mapping) -> dict:
+    """The recipe's params with a variant's ``cap``, ``penalty`` and ``recalibrate.*`` laid over them."""
+    return _merge(dict(recipe), {k: v for k, v in spec.items() if k != "start"})
 
 
 def _merge(base, override):
@@ -312,8 +371,33 @@ def check_params(params: Mapping) -> tuple[StudySettings, dict, dict]:
     settings = study_settings(params)
     recipe = recipe_params(params, settings)
     numbers = _recipe_numbers(recipe)
+    for name, spec in settings.variants.items():
+        _check_variant(name, variant_params(recipe, spec))
     world_params(get(recipe, "world", None))
     return settings, recipe, numbers
+
+
+def _check_variant(name: str, params: Mapping) -> None:
+    """A variant's recalibration params, as run_recalibrate reads them, before any work."""
+    from .params import positive
+    from .runners import _bounds
+
+    where = f"{params.get('_path', 'params.yaml')}: study.variants.{name}"
+    labelled = {**params, "_path": where}
+    recal = get(params, "recalibrate", {}) or {}
+    positive(labelled, "cap", get(params, "cap", None), allow_none=True)
+    positive(labelled, "penalty", get(params, "penalty", None), allow_none=True)
+    positive(labelled, "recalibrate.tol", recal.get("tol", 1e-8))
+    positive(labelled, "recalibrate.max_iter", recal.get("max_iter", 200), integer=True)
+    bounds = _bounds(labelled, recal.get("bounds"))
+    cap_sources = recal.get("cap_sources", False)
+    if not isinstance(cap_sources, bool):
+        raise ParameterError(f"{where}: recalibrate.cap_sources = {cap_sources!r} must be true or false")
+    if cap_sources and bounds is not None and get(params, "cap", None) is not None:
+        raise ParameterError(f"{where}: recalibrate.cap_sources cannot be combined with recalibrate.bounds yet")
+    prune = recal.get("prune", 1.0)
+    if prune is not None and not (_is_number(prune) and prune >= 0):
+        raise ParameterError(f"{where}: recalibrate.prune = {prune!r} must be a non-negative number or null")
 
 
 # ---- one replicate ------------------------------------------------------------------------------
@@ -331,15 +415,15 @@ class ReplicateResult:
     Attributes:
         replicate: its index.
         estimates: one row per statistic (``statistic``, ``statistic_kind``), one float column per
-            method (:data:`METHODS`): the estimate under that method's weights (NaN when the weight
+            method (:data:`METHODS`, then the variants): the estimate under that method's weights (NaN when the weight
             set's survey cannot produce the statistic).
         figures: numbers only: ``methods`` (per method: ``n_records``, ``n_sources``, ``kish_ess``,
-            ``source_kish_ess``, ``max_weight``, ``max_rel_target_error``,
+            ``source_kish_ess``, ``max_weight``, ``max_source_weight``, ``max_rel_target_error``,
             ``sources_above_threshold``, ``sources_above_threshold_not_thin``, ``records_above_threshold``,
             and for calibrations ``converged`` / ``targets_dropped``), ``recipe`` (figures of the
             replicate's pipeline run: world calibration fit, loop, recalibrate) and ``replicate``.
         timings: seconds per step (``draw``, ``diagnose``, ``train``, ``loop``, ``recalibrate``,
-            ``baselines``, ``estimates``); printed, never written (they vary run to run).
+            ``baselines``, ``variants``, ``estimates``); printed, never written (they vary run to run).
         messages: notes (the loop's message, calibrations that did not converge).
     """
 
@@ -370,7 +454,7 @@ def _bounded_ratio(survey, tm, prior, lo: float, hi: float, penalty, tol, max_it
 def _method_figures(survey, weights, data, targets, threshold) -> dict:
     from .diagnose import evaluate_surface
     from .influence import kish_ess
-    from .sources import source_kish_ess, sources_of
+    from .sources import source_kish_ess, source_totals, sources_of
     from .targets import build_target_matrix
 
     w = np.asarray(weights, dtype=float)
@@ -383,6 +467,7 @@ def _method_figures(survey, weights, data, targets, threshold) -> dict:
         "kish_ess": float(kish_ess(w)),
         "source_kish_ess": float(source_kish_ess(w, sources)),
         "max_weight": float(w.max()) if len(w) else 0.0,
+        "max_source_weight": float(source_totals(w, sources).max()) if len(w) else 0.0,
         "max_rel_target_error": float(np.abs(rel).max()) if len(rel) else 0.0,
         "records_above_threshold": int(diag.n_above),
         "sources_above_threshold": int(diag.n_above_sources),
@@ -421,7 +506,7 @@ def run_replicate(population, params: Mapping, replicate: int, work_dir, *, prog
     work = Path(work_dir)
     timings: dict[str, float] = {}
     messages: list[str] = []
-    steps = ("draw", "diagnose", "train", "loop", "recalibrate", "baselines", "estimates")
+    steps = ("draw", "diagnose", "train", "loop", "recalibrate", "baselines", "variants", "estimates")
     bar = tqdm(total=len(steps), desc=f"replicate {replicate}", disable=not progress, leave=False)
     clock = [time.perf_counter()]
 
@@ -493,9 +578,28 @@ def run_replicate(population, params: Mapping, replicate: int, work_dir, *, prog
     }
     done("baselines")
 
+    # 3b. the variants: the final recalibration again with changed settings, by the stage's own runner
+    variant_fits = {}
+    for name, spec in settings.variants.items():
+        start = work / "augmented.h5" if spec.get("start", "augmented") == "augmented" else survey_path
+        with contextlib.redirect_stdout(io.StringIO()):
+            # Unlike the recipe's own step, a variant that does not converge does not stop the replicate:
+            # its weights are used and its `converged` figure (averaged in the summary) says so.
+            fit_v, _ = run_recalibrate(start, targets_path, variant_params(recipe, spec),
+                                       out_path=work / f"variant-{name}.h5", metrics_path=work / f"variant-{name}.json",
+                                       plots_dir=work / f"variant-{name}", progress=False, require_convergence=False)
+        if not fit_v.success:
+            messages.append(f"variant {name}: calibration did not converge; its weights are used anyway. "
+                            f"{fit_v.message}")
+        variant = read_survey(work / f"variant-{name}.h5")
+        sets[name] = (variant, variant.weights)
+        variant_fits[name] = fit_v
+    done("variants")
+
     # 4. estimates on the evaluation surface (baseline + out-of-sample reforms)
     reforms = reforms_from_params(recipe, seed=num["eval_seed"], count=num["eval_reforms"])
-    surfaces = {id(s): simulate_surface_from_params(s, recipe, reforms=reforms) for s in (original, augmented, regularised)}
+    distinct = {id(survey): survey for survey, _ in sets.values()}  # surveys are not hashable: by identity
+    surfaces = {key: simulate_surface_from_params(s, recipe, reforms=reforms) for key, s in distinct.items()}
     columns, methods = {}, {}
     index = None
     for name, (survey, w) in sets.items():
@@ -510,6 +614,8 @@ def run_replicate(population, params: Mapping, replicate: int, work_dir, *, prog
     methods["raked"].update(converged=int(raked.success), targets_dropped=raked_dropped)
     methods["bounded_ratio"].update(converged=int(bounded.success), targets_dropped=bounded_dropped)
     methods["regularised"]["converged"] = int(fit_reg.success)
+    for name, fit_v in variant_fits.items():
+        methods[name]["converged"] = int(fit_v.success)
     loop_metrics = loop.to_metrics()
     recipe_figures = {
         "world_max_rel_target_error": float(world_fit.max()),
@@ -608,6 +714,7 @@ class StudySummary:
     metrics: dict
     ratios: pd.DataFrame
     statistics: pd.DataFrame
+    methods: tuple = METHODS
 
     def summary_text(self) -> str:
         m = self.metrics
@@ -615,7 +722,7 @@ class StudySummary:
                  f"{m['statistics']['reform']} reform statistics; median ratio to original "
                  f"[{100 * LEVEL:g}% bootstrap interval, {m['bootstrap_draws']} resamples]"]
         lines.append(f"{'method':>14} {'kind':>8} {'SD ratio':>24} {'RMSE ratio':>24} {'jump':>7}")
-        for method in METHODS:
+        for method in self.methods:
             for kind in KINDS:
                 k = m[method][kind]
                 lines.append(
@@ -623,7 +730,7 @@ class StudySummary:
                     f"{k['sd_ratio_median_hi']:.3f}] {k['rmse_ratio_median']:>8.3f} [{k['rmse_ratio_median_lo']:.3f}, "
                     f"{k['rmse_ratio_median_hi']:.3f}] {k['release_jump_median']:>7.4f}")
         lines.append(f"{'method':>14} {'Kish ESS':>10} {'source ESS':>11} {'max tgt err':>12} {'sources>thr':>12}")
-        for method in METHODS:
+        for method in self.methods:
             k = m[method]
             lines.append(f"{method:>14} {k['kish_ess_mean']:>10.0f} {k['source_kish_ess_mean']:>11.0f} "
                          f"{k['max_rel_target_error_mean']:>12.2e} {k['sources_above_threshold_not_thin_mean']:>12.1f}")
@@ -763,7 +870,8 @@ def summarise(
         for key in _AVERAGED:
             values = [f.get("methods", {}).get(method, {}).get(key) for f in figures]
             values = [float(v) for v in values if v is not None]
-            entry[f"{key}_mean"] = float(np.mean(values)) if values else 0.0
+            if values or key != "converged":  # only calibrations record `converged`
+                entry[f"{key}_mean"] = float(np.mean(values)) if values else 0.0
         metrics[method] = entry
         ok = present[mi]
         stat_parts.append(pd.DataFrame({
@@ -773,7 +881,7 @@ def summarise(
         }))
     ratios = pd.DataFrame(ratio_rows, columns=list(RATIO_COLUMNS))
     statistics = pd.concat(stat_parts, ignore_index=True)[list(STATISTIC_COLUMNS)]
-    return StudySummary(metrics=metrics, ratios=ratios, statistics=statistics)
+    return StudySummary(metrics=metrics, ratios=ratios, statistics=statistics, methods=tuple(methods))
 
 
 def run_summarise(params: Mapping, population_path, replicates_dir, *, metrics_path="metrics/study.json",
@@ -788,7 +896,7 @@ def run_summarise(params: Mapping, population_path, replicates_dir, *, metrics_p
     loaded = [read_replicate(replicates_dir, k) for k in settings.replicates]  # missing ones fail before the truth
     truth = study_truth(population, params)
     result = summarise(truth, [e for e, _ in loaded], [f for _, f in loaded], bootstrap=settings.bootstrap,
-                       seed=settings.seed, progress=progress)
+                       seed=settings.seed, methods=settings.methods, progress=progress)
     write_json(result.metrics, metrics_path)
     write_csv(result.ratios, Path(plots_dir) / "study_ratios.csv")
     with atomic_path(statistics_path) as tmp:
@@ -808,7 +916,7 @@ def plot_ratios(ratios: pd.DataFrame, path) -> Path:
 
     from .atomic import atomic_path
 
-    methods = [m for m in METHODS if m in set(ratios["method"])] or list(dict.fromkeys(ratios["method"]))
+    methods = list(dict.fromkeys(ratios["method"]))  # in the summary's order: METHODS, then the variants
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.55 * len(methods) + 1.8), sharey=True)
     colours = {"baseline": "#1f77b4", "reform": "#d62728"}
     y = np.arange(len(methods))

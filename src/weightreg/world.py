@@ -984,6 +984,15 @@ def draw_world_survey(population: Survey, params: Mapping | None, survey_rng: np
 
 
 # ---- the world ----------------------------------------------------------------------------------
+def world_population(params: Mapping | None = None) -> Survey:
+    """The population :func:`generate_world` makes from ``params`` with its default generator
+    (``default_rng(seed).spawn(3)[0]``, the population's stream), without drawing the survey: the
+    study's other world seeds (``stages/study_run.py --world-seed``)."""
+    p = _params(params)
+    pop_rng = np.random.default_rng(p["seed"]).spawn(3)[0]
+    return add_reported_benefits(generate_population(p, pop_rng))
+
+
 def generate_world(params: Mapping | None = None, rng: np.random.Generator | None = None,
                    progress: bool = False) -> World:
     """Generate the synthetic world: population, calibrated survey, targets and metrics.
