@@ -70,6 +70,10 @@ class CalibrationResult:
             a capped group's rows are scaled down together to the cap instead of clipped).
         rel_errors: Signed relative errors ``(a_j^T w - t_j) / d_j``, shape (M,).
         target_names: The names passed in, or None.
+        inequality_multipliers: With ``inequalities``: their multipliers (>= 0; 0 where an
+            inequality holds with room to spare), shape (K,). Else None.
+        inequality_values: With ``inequalities``: ``(G^T w)_k / sum_i |G_ik| w0_i``, at most
+            ``tol`` when met (negative: room to spare), shape (K,). Else None.
     """
 
     weights: np.ndarray
@@ -82,6 +86,8 @@ class CalibrationResult:
     multipliers: np.ndarray
     rel_errors: np.ndarray
     target_names: list | None = None
+    inequality_multipliers: np.ndarray | None = None
+    inequality_values: np.ndarray | None = None
 
     @property
     def x(self) -> np.ndarray:
@@ -257,6 +263,10 @@ class _Dual:
 
     def __init__(self, A, t, d, w0, lower, upper, ridge, groups=None, group_cap=None):
         self.A, self.w0, self.d, self.ridge = A, w0, d, ridge
+        # The ridge is the soft targets' penalty conjugate: it acts on the first n_ridge multipliers
+        # (the targets), never on an inequality's (set by calibrate when there are inequalities).
+        self.n_ridge = len(d)
+        self.nonneg = None  # mask of multipliers held >= 0 (inequality constraints), or None
         self.groups = groups  # None, or the group code of every row (0..G-1) whose total is capped
         if groups is not None:
             self.n_groups = int(groups.max()) + 1 if groups.size else 0
@@ -288,7 +298,7 @@ class _Dual:
             w = np.clip(self.w0 * np.exp(zc), self.lower, self.upper)
             # phi_i = sup_{l<=w<=u} w z - KL_i(w); expm1 keeps w - w0 accurate near the prior
             phi = np.sum(self.w0 * np.expm1(zc)) + np.sum(w * (z - zc))
-        g = phi - lam @ self.c + 0.5 * self.ridge * (lam @ lam)
+        g = phi - lam @ self.c + 0.5 * self.ridge * (lam[:self.n_ridge] @ lam[:self.n_ridge])
         return (g if np.isfinite(g) else np.inf), z, w
 
     def _group_log_totals(self, z):
@@ -308,11 +318,13 @@ class _Dual:
             under = ~over[self.groups]
             phi = (np.sum(self.w0[under] * np.expm1(z[under]))
                    + np.sum(self.group_cap * (1.0 + log_u[over] - self.log_cap) - self.w0_group[over]))
-        g = phi - lam @ self.c + 0.5 * self.ridge * (lam @ lam)
+        g = phi - lam @ self.c + 0.5 * self.ridge * (lam[:self.n_ridge] @ lam[:self.n_ridge])
         return (g if np.isfinite(g) else np.inf), z, w
 
     def grad(self, lam, w):
-        return self.At @ w / self.d - self.c + self.ridge * lam
+        grad = self.At @ w / self.d - self.c
+        grad[:self.n_ridge] += self.ridge * lam[:self.n_ridge]
+        return grad
 
     def unbounded(self, p):
         """True if g decreases without bound along the ray lam + s p (s -> inf).
@@ -375,8 +387,10 @@ class _Dual:
                 B = B.toarray() if sp.issparse(B) else np.asarray(B)
                 H -= (B.T @ B) / self.group_cap
         H /= np.outer(self.d, self.d)
-        H[np.diag_indices_from(H)] += self.ridge
-        return H, hall / self.d ** 2 + self.ridge
+        ridge = np.zeros(len(self.d))
+        ridge[:self.n_ridge] = self.ridge
+        H[np.diag_indices_from(H)] += ridge
+        return H, hall / self.d ** 2 + ridge
 
 
 def _newton_step(H, hall, grad, rho):
@@ -401,9 +415,14 @@ def _newton(dual, lam, penalty, tol, max_iter, kl_max, w0_sum, names, cols):
     (``reason`` empty on convergence)."""
     g, z, w = dual.value(lam)
     rho, nit, reason = _RIDGE_MIN, 0, ""
+    nonneg = dual.nonneg  # multipliers of inequalities G^T w <= 0: kept >= 0 (projected Newton)
     while True:
         grad = dual.grad(lam, w)
-        err = np.max(np.abs(grad)) if grad.size else 0.0
+        # An inequality's multiplier at 0 whose gradient pushes it below 0 is held there: the
+        # inequality is met with room to spare, so it is out of this step (and of the error).
+        held = None if nonneg is None else nonneg & (lam <= 0) & (grad > 0)
+        pgrad = grad if held is None else np.where(held, 0.0, grad)
+        err = np.max(np.abs(pgrad)) if grad.size else 0.0
         if err <= tol:
             break
         if nit >= max_iter:
@@ -418,16 +437,27 @@ def _newton(dual, lam, penalty, tol, max_iter, kl_max, w0_sum, names, cols):
         H, hall = dual.hess(w, free)
         slack = 1e-12 * (np.sum(w) + np.sum(dual.w0) + abs(lam @ dual.c))
         accepted = unbounded = False
+        if held is not None and held.any():
+            keep = ~held
+            H, hall, step_grad = H[np.ix_(keep, keep)], hall[keep], grad[keep]
+        else:
+            keep, step_grad = None, grad
         while True:  # backtracking line search; on failure, raise the Levenberg ridge
-            p, rho = _newton_step(H, hall, grad, rho)
-            unbounded = penalty is None and dual.unbounded(p)
+            p, rho = _newton_step(H, hall, step_grad, rho)
+            if keep is not None:
+                full = np.zeros_like(lam)
+                full[keep] = p
+                p = full
+            unbounded = penalty is None and nonneg is None and dual.unbounded(p)
             if unbounded:
                 break
-            slope = grad @ p
             alpha, accepted = 1.0, False
-            for _ in range(60):  # Armijo backtracking
-                g_new, z_new, w_new = dual.value(lam + alpha * p)
-                if g_new <= g + 1e-4 * alpha * slope + slack:
+            for _ in range(60):  # Armijo backtracking (projected onto lam[nonneg] >= 0)
+                trial = lam + alpha * p
+                if nonneg is not None:
+                    trial[nonneg] = np.maximum(trial[nonneg], 0.0)
+                g_new, z_new, w_new = dual.value(trial)
+                if g_new <= g + 1e-4 * (grad @ (trial - lam)) + slack:
                     accepted = True
                     break
                 alpha *= 0.5
@@ -453,14 +483,25 @@ def _newton(dual, lam, penalty, tol, max_iter, kl_max, w0_sum, names, cols):
             rho = max(rho / 10, _RIDGE_MIN)
         elif alpha < 0.1:
             rho = min(rho * 100, _RIDGE_MAX)
-        lam = lam + alpha * p
+        lam = trial
         g, z, w = g_new, z_new, w_new
 
     return lam, g, z, w, nit, reason
 
 
+def _check_inequalities(inequalities, n: int, w0: np.ndarray):
+    """``inequalities`` as a CSR (N, K) matrix with finite entries, and each column's absolute
+    mass at the prior, ``sum_i |G_ik| w0_i`` (its scale). Raise CalibrationError."""
+    G = sp.csr_array(inequalities, dtype=float)
+    if G.ndim != 2 or G.shape[0] != n:
+        raise CalibrationError(f"inequalities has shape {G.shape}; need (N={n}, K): one row per record")
+    if not np.all(np.isfinite(G.data)):
+        raise CalibrationError(f"inequalities has {int(np.sum(~np.isfinite(G.data)))} NaN/inf entries")
+    return G, np.asarray(abs(G).T @ w0).ravel()
+
+
 def calibrate(matrix, targets, prior, *, penalty=None, cap=None, bounds=None, tol=1e-8,
-              max_iter=200, target_names=None, groups=None) -> CalibrationResult:
+              max_iter=200, target_names=None, groups=None, inequalities=None) -> CalibrationResult:
     """Reweight ``prior`` to meet ``targets`` with minimal KL divergence from the prior.
 
     Args:
@@ -482,6 +523,10 @@ def calibrate(matrix, targets, prior, *, penalty=None, cap=None, bounds=None, to
             and its offspring share one). With ``cap``, the cap bounds each group's total weight
             ``sum_{i in g} w_i`` (and so every row); without ``cap`` groups change nothing. Not
             combined with ``bounds``.
+        inequalities: Optional (N, K) matrix G of linear inequalities ``G^T w <= 0`` (e.g. the
+            influence bounds of :mod:`weightreg.influence_bounds`), each met to ``tol`` relative
+            to its column's absolute mass at the prior, ``sum_i |G_ik| w0_i``. Their multipliers
+            (``>= 0``) join the dual, solved by projected Newton.
 
     Returns:
         A :class:`CalibrationResult`. A hard problem that cannot be met (contradictory
@@ -523,8 +568,20 @@ def calibrate(matrix, targets, prior, *, penalty=None, cap=None, bounds=None, to
         kept_codes = np.unique(codes[rows], return_inverse=True)[1].ravel()
         lower = np.zeros(N)
         upper = np.where(w0 > 0, np.inf, 0.0)  # no row bound: the group's total is bounded instead
-    dual = _Dual(As, t[cols], d_all[cols], w0[rows], lower[rows], upper[rows], ridge, groups=kept_codes,
-                 group_cap=cap)
+    n_t = int(cols.sum())
+    t_dual, d_dual, G, g_cols = t[cols], d_all[cols], None, None
+    if inequalities is not None:
+        G, d_g = _check_inequalities(inequalities, N, w0)
+        # An inequality whose records all have zero prior weight holds at w = 0 already.
+        g_cols = d_g > 0
+        Gs = G[rows][:, g_cols] if not (rows.all() and g_cols.all()) else G
+        As = sp.hstack([sp.csr_array(As), -Gs], format="csr") if Gs.shape[1] else As
+        t_dual = np.concatenate([t_dual, np.zeros(int(g_cols.sum()))])
+        d_dual = np.concatenate([d_dual, d_g[g_cols]])
+    dual = _Dual(As, t_dual, d_dual, w0[rows], lower[rows], upper[rows], ridge, groups=kept_codes, group_cap=cap)
+    if G is not None and g_cols.any():
+        dual.nonneg = np.arange(len(t_dual)) >= n_t
+        dual.n_ridge = n_t
 
     # Any feasible w has KL <= kl_max, and the dual value -g(lam) is a lower bound on the
     # optimum, so -g > kl_max proves a hard problem infeasible (finite only with bounds).
@@ -535,14 +592,14 @@ def calibrate(matrix, targets, prior, *, penalty=None, cap=None, bounds=None, to
     elif np.all(np.isfinite(dual.zhi)):
         kl_max = float(np.sum(np.maximum(_kl_terms(lower[rows], p0), _kl_terms(upper[rows], p0))))
 
-    lam, _, _, w, nit, reason = _newton(dual, np.zeros(cols.sum()), penalty, tol, max_iter, kl_max, w0.sum(),
+    lam, _, _, w, nit, reason = _newton(dual, np.zeros(len(t_dual)), penalty, tol, max_iter, kl_max, w0.sum(),
                                         names, cols)
     if reason and penalty is not None and nit >= max_iter:
         # Soft targets some of which the bounds keep far off: their multipliers grow like
         # error / ridge, and with rows at a bound the dual is nearly piecewise linear, so Newton
         # from zero can stall. Continuation: solve with a 1000x, 100x, 10x larger penalty first
         # (better conditioned), each from the last solution, then the penalty asked for.
-        lam_c, total = np.zeros(cols.sum()), 0
+        lam_c, total = np.zeros(len(t_dual)), 0
         for factor in (1000.0, 100.0, 10.0, 1.0):
             dual.ridge = 0.5 * penalty * factor / w0.sum()
             lam_c, _, _, w_c, n_c, reason_c = _newton(dual, lam_c, penalty, tol, max_iter, kl_max, w0.sum(),
@@ -562,7 +619,13 @@ def calibrate(matrix, targets, prior, *, penalty=None, cap=None, bounds=None, to
         over = totals > cap
         weights[over[codes]] *= (cap / totals[over])[np.cumsum(over)[codes[over[codes]]] - 1]
     lam_orig = np.zeros(M)
-    lam_orig[cols] = lam / dual.d
+    lam_orig[cols] = lam[:n_t] / dual.d[:n_t]
+    ineq = {}
+    if G is not None:
+        nu = np.zeros(G.shape[1])
+        nu[g_cols] = lam[n_t:] / dual.d[n_t:]
+        scale = np.where(g_cols, abs(G).T @ w0, 1.0)
+        ineq = {"inequality_multipliers": nu, "inequality_values": np.asarray(G.T @ weights).ravel() / scale}
     achieved = np.asarray(A.T @ weights).ravel()
     denom = np.where(d_all > 0, d_all, 1.0)
     rel = (achieved - t) / denom
@@ -570,6 +633,10 @@ def calibrate(matrix, targets, prior, *, penalty=None, cap=None, bounds=None, to
     max_rel = float(abs_rel.max(initial=0.0))
     success = not reason
     kind = "hard" if penalty is None else f"soft (penalty={penalty:g})"
+    if ineq:
+        values = ineq["inequality_values"]
+        kind += (f", {len(values)} inequalities ({int((ineq['inequality_multipliers'] > 0).sum())} binding, "
+                 f"largest value {values.max(initial=-np.inf):.3g})")
     if success:
         message = (f"converged: {kind} targets, {nit} Newton iteration(s), "
                    f"max relative target error {max_rel:.3g}")
@@ -587,4 +654,4 @@ def calibrate(matrix, targets, prior, *, penalty=None, cap=None, bounds=None, to
     return CalibrationResult(
         weights=weights, success=success, message=message, nit=nit, max_rel_error=max_rel,
         mean_rel_error=float(abs_rel.mean()) if M else 0.0, kl=kl_divergence(weights, w0),
-        multipliers=lam_orig, rel_errors=rel, target_names=names)
+        multipliers=lam_orig, rel_errors=rel, target_names=names, **ineq)
