@@ -304,3 +304,31 @@ def test_recalibrate_prunes_low_weights_and_still_meets_the_targets(world_dir, r
         total = out.weights[out.household["region"].to_numpy() == row.filter.split("=")[1]].sum()
         assert total == pytest.approx(row.value, rel=1e-6), row.name
     assert metrics["max_rel_target_error"] < 1e-6
+
+
+def test_recalibrate_cap_sources_bounds_each_source_households_total(world_dir, region_targets, tmp_path):
+    from weightreg.policyengine_format import write_survey
+    from weightreg.sources import SOURCE_COLUMN, source_totals, sources_of
+
+    survey = read_survey(world_dir / "survey.h5")
+    # Pair households up as if each odd one were an offspring of the even one before it.
+    ids = survey.household_ids
+    paired = survey.copy()
+    paired.household[SOURCE_COLUMN] = ids[np.arange(len(ids)) // 2 * 2]
+    src_path = tmp_path / "paired.h5"
+    write_survey(paired, src_path)
+    cap = float(np.quantile(survey.weights, 0.95))
+    plain_out, source_out = tmp_path / "rows.h5", tmp_path / "sources.h5"
+    common = ["--targets", str(region_targets), "--cap", str(cap), "--prune", "0", "--quiet"]
+    assert main(["recalibrate", str(src_path), *common, "-o", str(plain_out)]) == 0
+    assert main(["recalibrate", str(src_path), *common, "--cap-sources", "-o", str(source_out)]) == 0
+    rows, sources = read_survey(plain_out), read_survey(source_out)
+    assert rows.weights.max() <= cap * (1 + 1e-12)
+    assert source_totals(rows.weights, sources_of(rows)).max() > cap  # the row cap alone lets a pair pass it
+    assert source_totals(sources.weights, sources_of(sources)).max() <= cap * (1 + 1e-12)
+    metrics = json.loads((tmp_path / "sources.metrics.json").read_text())
+    assert metrics["max_source_weight_after"] <= cap * (1 + 1e-12) and metrics["converged"]
+    targets = pd.read_csv(region_targets, keep_default_na=False)
+    for row in targets.itertuples():  # hard targets still met
+        total = sources.weights[sources.household["region"].to_numpy() == row.filter.split("=")[1]].sum()
+        assert total == pytest.approx(row.value, rel=1e-6), row.name
