@@ -57,3 +57,28 @@ def test_the_non_generator_stages_do_not_load_the_bsl_packages():
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'sdv', 'ctgan', 'rdt', 'copulas', 'deepecho'}))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", (proc.stdout, proc.stderr[-2000:])
+
+
+def _has_avx2() -> bool:
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return " avx2 " in text.replace("\n", " ") and " fma " in text.replace("\n", " ")
+
+
+@pytest.mark.skipif(not _has_avx2(), reason="portable kernels are pinned on x86-64 CPUs with AVX2 only")
+def test_importing_weightreg_first_pins_the_avx2_kernels():
+    code = ("import io, contextlib, weightreg, numpy\n"
+            "buf = io.StringIO()\n"
+            "with contextlib.redirect_stdout(buf):\n    numpy.show_runtime()\n"
+            "out = buf.getvalue()\n"
+            "print(weightreg.PORTABLE_KERNELS, 'Haswell' in out, \"'X86_V4'\" in out.split('not_found')[1])")
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES", "WEIGHTREG_NATIVE_KERNELS")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["True", "True", "True"], proc.stdout
+    native = subprocess.run([sys.executable, "-c", "import weightreg; print(weightreg.PORTABLE_KERNELS)"],
+                            capture_output=True, text=True, env={**env, "WEIGHTREG_NATIVE_KERNELS": "1"})
+    assert native.stdout.strip() == "False"

@@ -424,3 +424,23 @@ def test_banded_matching_prefers_candidates_in_the_parents_band():
     # The 50-59 band holds candidates 1, 3 and 4: every offspring's 3 nearest are exactly those.
     assert all(sorted(row) == [1, 3, 4] for row in near.tolist())
     assert G._band([0.0, 9.99, 10.0, 45.0]).tolist() == [0, 0, 1, 4]
+
+
+def test_saved_file_holds_nothing_that_varies_run_to_run(model, saved, table, spec, weights, tmp_path):
+    # dvc.lock hashes the model file: its bytes must not carry the fit's timings or SDV's per-run stamps
+    # (a random uuid4 id, today's date), or every refit would rerun every later stage.
+    import pickle
+
+    payload = pickle.loads(saved.read_bytes())
+    assert all(payload["info"][k] == 0.0 for k in G.RUN_TIMINGS)
+    synth = payload["synthesizer"]
+    assert synth._synthesizer_id == f"{type(model.synthesizer).__name__}_seed0"
+    assert synth._creation_date is None and synth._fitted_date is None
+    assert model.info.fit_seconds > 0  # the live generator keeps its own timings, only the file drops them
+    assert model.synthesizer._synthesizer_id != synth._synthesizer_id  # and SDV's own id is left alone
+    # a second fit with the same data, params and seed saves the same timings-free payload fields
+    again = G.train_generator(table, spec, kind="tvae", hyperparameters=TINY, weights=weights, seed=0)
+    path = tmp_path / "again.pkl"
+    again.save(path)
+    other = pickle.loads(path.read_bytes())
+    assert other["info"] == payload["info"] and other["synthesizer"]._synthesizer_id == synth._synthesizer_id

@@ -803,10 +803,10 @@ class HouseholdGenerator:
             "transformer_fit_rows": self.transformer_fit_rows,
             "slot_imputation": self.slot_imputation,
             "metadata": self.metadata,
-            "info": self.info.to_dict() if self.info else None,
+            "info": _without_timings(self.info.to_dict()) if self.info else None,
             "valid_share": self.valid_share,
             "zero_floor": self.zero_floor,
-            "synthesizer": self.synthesizer,
+            "synthesizer": _stable_synthesizer(self.synthesizer, self.seed),
         }
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
@@ -889,6 +889,30 @@ def _loss_curves(synth, kind: str) -> tuple[list, list]:
     disc_col = "Discriminator Loss" if "Discriminator Loss" in values else values.columns[-1]
     disc = values.groupby("Epoch", sort=True)[disc_col].mean()
     return [float(v) for v in gen], [float(v) for v in disc]
+
+
+#: TrainingInfo fields that measure the run, not the model: left out of the saved file, whose bytes
+#: must depend only on the data, the params and the seed (dvc.lock hashes it; a refit must not rerun
+#: every later stage).
+RUN_TIMINGS = ("preprocess_seconds", "fit_seconds")
+
+
+def _without_timings(info: dict) -> dict:
+    return {k: (0.0 if k in RUN_TIMINGS else v) for k, v in info.items()}
+
+
+def _stable_synthesizer(synth, seed: int):
+    """A shallow copy of ``synth`` without what SDV stamps per run: a random ``_synthesizer_id``
+    (uuid4) and the creation / fit dates. Nothing reads them but ``get_info``."""
+    import copy
+
+    out = copy.copy(synth)
+    if hasattr(out, "_synthesizer_id"):
+        out._synthesizer_id = f"{type(synth).__name__}_seed{int(seed)}"
+    for name in ("_creation_date", "_fitted_date"):
+        if hasattr(out, name):
+            setattr(out, name, None)
+    return out
 
 
 def train_generator(
