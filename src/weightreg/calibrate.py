@@ -481,7 +481,7 @@ def _newton(dual, lam, penalty, tol, max_iter, kl_max, w0_sum, names, cols):
         # raises it, so the next step is shorter and nearer a gradient step.
         if alpha == 1.0:
             rho = max(rho / 10, _RIDGE_MIN)
-        elif alpha < 0.1:
+        elif alpha < 0.1 and nonneg is None:  # (with inequalities the projection shortens steps anyway)
             rho = min(rho * 100, _RIDGE_MAX)
         lam = trial
         g, z, w = g_new, z_new, w_new
