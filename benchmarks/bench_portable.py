@@ -49,9 +49,9 @@ import weightreg, time
 from weightreg.policyengine_format import read_survey
 from weightreg.features import FeatureSpec, extract
 from weightreg.generator import train_generator
-s = read_survey('data/survey.h5'); spec = FeatureSpec(); table = extract(s, spec)
+s = read_survey('data/survey.h5'); spec = FeatureSpec(); ex = extract(s, spec); table = ex.features
 t = time.perf_counter()
-train_generator(table, spec, kind='tvae', hyperparameters={'epochs': 3, 'batch_size': 500}, weights=s.weights, seed=1)
+train_generator(table, spec, kind='tvae', hyperparameters={'epochs': 3, 'batch_size': 500}, weights=s.weights[ex.eligible], seed=1)
 print(time.perf_counter() - t)
 """,
 }
