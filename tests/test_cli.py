@@ -320,8 +320,8 @@ def test_recalibrate_cap_sources_bounds_each_source_households_total(world_dir, 
     cap = float(np.quantile(survey.weights, 0.95))
     plain_out, source_out = tmp_path / "rows.h5", tmp_path / "sources.h5"
     common = ["--targets", str(region_targets), "--cap", str(cap), "--prune", "0", "--quiet"]
-    assert main(["recalibrate", str(src_path), *common, "-o", str(plain_out)]) == 0
-    assert main(["recalibrate", str(src_path), *common, "--cap-sources", "-o", str(source_out)]) == 0
+    assert main(["recalibrate", str(src_path), *common, "--no-cap-sources", "-o", str(plain_out)]) == 0
+    assert main(["recalibrate", str(src_path), *common, "-o", str(source_out)]) == 0  # cap_sources is the default
     rows, sources = read_survey(plain_out), read_survey(source_out)
     assert rows.weights.max() <= cap * (1 + 1e-12)
     assert source_totals(rows.weights, sources_of(rows)).max() > cap  # the row cap alone lets a pair pass it

@@ -282,7 +282,7 @@ def test_study_pipeline_on_a_small_world(tmp_path):
     assert metrics["replicates"] == len(replicates)
     study = yaml.safe_load((repo / "params.yaml").read_text())["study"]
     variants = list(study["variants"])
-    assert {"same", "source_cap", "source_cap_low", "raked_low"} <= set(variants)
+    assert {"same", "row_cap", "source_cap_low", "raked_low"} <= set(variants)
     cap = yaml.safe_load((repo / "params.yaml").read_text())["cap"]
     for k in replicates:
         est = pd.read_parquet(repo / f"study/replicates/{k}.parquet")
@@ -290,8 +290,9 @@ def test_study_pipeline_on_a_small_world(tmp_path):
         # a variant with nothing changed is the final recalibration itself, by the same runner: the same numbers
         np.testing.assert_array_equal(est["same"].to_numpy(), est["regularised"].to_numpy())
         assert figures["same"] == figures["regularised"]
-        # cap_sources bounds each source household's total; the row cap alone does not
-        assert figures["source_cap"]["max_source_weight"] <= cap * (1 + 1e-12)
+        # cap_sources (the default) bounds each source household's total; row_cap bounds rows only
+        assert figures["regularised"]["max_source_weight"] <= cap * (1 + 1e-12)
+        assert figures["row_cap"]["max_weight"] <= cap * (1 + 1e-12)
         assert figures["source_cap_low"]["max_source_weight"] <= study["variants"]["source_cap_low"]["cap"] * (1 + 1e-12)
         assert figures["raked_low"]["max_weight"] <= study["variants"]["raked_low"]["cap"] * (1 + 1e-12)
         assert figures["raked_low"]["n_sources"] == figures["raked_low"]["n_records"]  # no offspring

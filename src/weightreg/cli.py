@@ -52,7 +52,7 @@ DEFAULT_PARAMS = {
         "always_hold": ["region", "tenure_type", "adult1_age"],
         "penalty": 0.01,
     },
-    "recalibrate": {"bounds": None, "tol": 1.0e-8, "max_iter": 500, "prune": 1.0, "cap_sources": False},
+    "recalibrate": {"bounds": None, "tol": 1.0e-8, "max_iter": 500, "prune": 1.0, "cap_sources": True},
     "world": {
         "seed": 20250406,
         "time_period": "2025",
@@ -127,8 +127,8 @@ def _cmd_recalibrate(args) -> int:
         params["recalibrate"]["bounds"] = list(args.bounds)
     if args.prune is not None:
         params["recalibrate"]["prune"] = args.prune
-    if args.cap_sources:
-        params["recalibrate"]["cap_sources"] = True
+    if args.cap_sources is not None:
+        params["recalibrate"]["cap_sources"] = bool(args.cap_sources)
     out = Path(args.output)
     fit, metrics = run_recalibrate(
         args.survey, args.targets, params, out_path=out,
@@ -240,8 +240,8 @@ def _cmd_regularise(args) -> int:
         params["cap"] = _flag("--cap", args.cap, "positive number")
     if args.penalty is not None:
         params["penalty"] = _flag("--penalty", args.penalty, "positive number")
-    if args.cap_sources:
-        params["recalibrate"] = {**(get(params, "recalibrate", {}) or {}), "cap_sources": True}
+    if args.cap_sources is not None:
+        params["recalibrate"] = {**(get(params, "recalibrate", {}) or {}), "cap_sources": bool(args.cap_sources)}
     _apply_surface_flags(params, args)
     params["loop"] = dict(get(params, "loop", {}) or {})
     if args.max_rounds is not None:
@@ -384,8 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--penalty", type=float, help="soft targets with this penalty on KL (default: hard targets)")
     p.add_argument("--bounds", type=float, nargs=2, metavar=("LO", "HI"), help="ratio bounds on w / w_prior")
     p.add_argument("--prune", type=float, help="drop households whose weight ends below this (default 1)")
-    p.add_argument("--cap-sources", action="store_true",
-                   help="the cap bounds each source household's total (a parent and its offspring), not each row")
+    p.add_argument("--cap-sources", action=argparse.BooleanOptionalAction, default=None,
+                   help="the cap bounds each source household's total (a parent and its offspring), not only each "
+                        "row (default: recalibrate.cap_sources, true)")
     p.add_argument("--params", help="params.yaml to read (default: ./params.yaml if present)")
     p.add_argument("-o", "--output", required=True, help="output .h5")
     p.add_argument("--quiet", action="store_true")
@@ -412,8 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="influence share that counts as a violation (default 0.05)")
     p.add_argument("--max-rounds", type=int, help="loop rounds at most (loop.max_rounds; default 12)")
     p.add_argument("--cap", type=float, help="absolute cap on any weight in the final recalibration")
-    p.add_argument("--cap-sources", action="store_true",
-                   help="the cap bounds each source household's total (a parent and its offspring), not each row")
+    p.add_argument("--cap-sources", action=argparse.BooleanOptionalAction, default=None,
+                   help="the cap bounds each source household's total (a parent and its offspring), not only each "
+                        "row (default: recalibrate.cap_sources, true)")
     p.add_argument("--penalty", type=float,
                    help="soft targets in the final recalibration (default: hard; loop.penalty sets the loop's)")
     _add_surface_flags(p)

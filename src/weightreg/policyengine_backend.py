@@ -309,7 +309,9 @@ def simulate_surface_policyengine(
         OptionalDependencyError: policyengine_uk is not installed.
         ParameterError: an unknown PolicyEngine path in a reform (naming it and the reform).
     """
-    from . import diagnose as D
+    import importlib
+
+    D = importlib.import_module("weightreg.diagnose")  # the module: weightreg.diagnose is the function
     require_policyengine()
     from policyengine_uk import CountryTaxBenefitSystem
 

@@ -26,7 +26,9 @@ __all__ = [
 
 
 def _surface_kwargs(params: dict) -> dict:
-    from . import diagnose as D
+    import importlib
+
+    D = importlib.import_module("weightreg.diagnose")  # the module: weightreg.diagnose is the function
 
     surface = get(params, "surface", {}) or {}
     return {
@@ -161,13 +163,15 @@ def run_recalibrate(survey_path, targets_path, params, *, out_path, metrics_path
     tol = positive(params, "recalibrate.tol", section.get("tol", 1e-8))
     max_iter = positive(params, "recalibrate.max_iter", section.get("max_iter", 200), integer=True)
     prune = float(section.get("prune", 1.0) or 0.0)
-    cap_sources = section.get("cap_sources", False)
+    cap_sources = section.get("cap_sources", True)
     if not isinstance(cap_sources, bool):
         raise ParameterError(f"{params.get('_path', 'params.yaml')}: param 'recalibrate.cap_sources' = "
                              f"{cap_sources!r} must be true or false")
     if cap_sources and bounds is not None and cap is not None:
-        raise ParameterError("recalibrate.cap_sources (cap on each source household's total) cannot be combined "
-                             "with recalibrate.bounds yet: set one of them to false / null")
+        raise ParameterError(f"{params.get('_path', 'params.yaml')}: recalibrate.bounds = {list(bounds)} with a cap "
+                             "needs the cap on rows: recalibrate.cap_sources is true (the default), and a cap on "
+                             "each source household's total cannot be combined with ratio bounds yet; set "
+                             "recalibrate.cap_sources: false (CLI: --no-cap-sources), or drop the bounds")
 
     survey = read_survey(survey_path)
     targets = read_targets(targets_path, survey)

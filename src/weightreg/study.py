@@ -390,7 +390,7 @@ def _check_variant(name: str, params: Mapping) -> None:
     positive(labelled, "recalibrate.tol", recal.get("tol", 1e-8))
     positive(labelled, "recalibrate.max_iter", recal.get("max_iter", 200), integer=True)
     bounds = _bounds(labelled, recal.get("bounds"))
-    cap_sources = recal.get("cap_sources", False)
+    cap_sources = recal.get("cap_sources", True)
     if not isinstance(cap_sources, bool):
         raise ParameterError(f"{where}: recalibrate.cap_sources = {cap_sources!r} must be true or false")
     if cap_sources and bounds is not None and get(params, "cap", None) is not None:
