@@ -189,6 +189,14 @@ def main(argv=None) -> int:
     if args.skip_summary:
         return 0
     try:
+        # A replicate outdated now had its code or params edited while the study ran: `dvc repro` would delete
+        # its outputs and rerun it (and any like it) one after another. Stop and say so instead.
+        stale = outdated_replicates(settings.replicates)
+        if stale:
+            print(f"study_run: error: replicate(s) {stale} are outdated again (code or params edited while the "
+                  f"study ran); their outputs are kept. Rerun stages/study_run.py to recompute them, then it "
+                  f"summarises", file=sys.stderr)
+            return 1
         _dvc(["repro", PIPELINE], quiet=args.quiet)
         left = outdated_replicates(settings.replicates)
         status = _dvc(["status", PIPELINE, "--json"], quiet=True)
