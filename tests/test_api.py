@@ -59,15 +59,7 @@ def test_the_non_generator_stages_do_not_load_the_bsl_packages():
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", (proc.stdout, proc.stderr[-2000:])
 
 
-def _has_avx2() -> bool:
-    try:
-        text = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return " avx2 " in text.replace("\n", " ") and " fma " in text.replace("\n", " ")
-
-
-@pytest.mark.skipif(not _has_avx2(), reason="portable kernels are pinned on x86-64 CPUs with AVX2 only")
+@pytest.mark.skipif(not weightreg._x86_64_with_avx2(), reason="portable kernels are pinned on x86-64 CPUs with AVX2 only")
 def test_importing_weightreg_first_pins_the_avx2_kernels():
     code = ("import io, contextlib, weightreg, numpy\n"
             "buf = io.StringIO()\n"

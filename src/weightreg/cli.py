@@ -90,6 +90,12 @@ def _apply_surface_flags(params: dict, args) -> None:
             params["dask"].update(enabled=True, scheduler=args.scheduler)
 
 
+def _add_cap_sources_flag(p) -> None:
+    p.add_argument("--cap-sources", action=argparse.BooleanOptionalAction, default=None,
+                   help="the cap bounds each source household's total (a parent and its offspring), not only each "
+                        "row (default: recalibrate.cap_sources, true)")
+
+
 def _add_surface_flags(p) -> None:
     p.add_argument("--reforms", type=int, help="number of random reforms (default 32)")
     p.add_argument("--seed", type=int, help="seed of the random reforms")
@@ -384,9 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--penalty", type=float, help="soft targets with this penalty on KL (default: hard targets)")
     p.add_argument("--bounds", type=float, nargs=2, metavar=("LO", "HI"), help="ratio bounds on w / w_prior")
     p.add_argument("--prune", type=float, help="drop households whose weight ends below this (default 1)")
-    p.add_argument("--cap-sources", action=argparse.BooleanOptionalAction, default=None,
-                   help="the cap bounds each source household's total (a parent and its offspring), not only each "
-                        "row (default: recalibrate.cap_sources, true)")
+    _add_cap_sources_flag(p)
     p.add_argument("--params", help="params.yaml to read (default: ./params.yaml if present)")
     p.add_argument("-o", "--output", required=True, help="output .h5")
     p.add_argument("--quiet", action="store_true")
@@ -413,9 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="influence share that counts as a violation (default 0.05)")
     p.add_argument("--max-rounds", type=int, help="loop rounds at most (loop.max_rounds; default 12)")
     p.add_argument("--cap", type=float, help="absolute cap on any weight in the final recalibration")
-    p.add_argument("--cap-sources", action=argparse.BooleanOptionalAction, default=None,
-                   help="the cap bounds each source household's total (a parent and its offspring), not only each "
-                        "row (default: recalibrate.cap_sources, true)")
+    _add_cap_sources_flag(p)
     p.add_argument("--penalty", type=float,
                    help="soft targets in the final recalibration (default: hard; loop.penalty sets the loop's)")
     _add_surface_flags(p)

@@ -97,11 +97,9 @@ def influence_violations(data: SurfaceData, weights, threshold: float, sources: 
         if not rows.size:
             continue
         cells = slices[batch % len(slices)].codes[rows]
-        key = np.unique(np.stack([cells, src.codes[rows]]), axis=1)
         # one share per (cell, source): every row of the source in the cell carries the source's share
-        first = {(c, h): s for c, h, s in zip(cells.tolist(), src.codes[rows].tolist(), s_share[rows].tolist())}
-        for c, h in key.T.tolist():
-            found.append((batch, c, h, first[(c, h)]))
+        key, first = np.unique(np.stack([cells, src.codes[rows]]), axis=1, return_index=True)
+        found.extend(zip([batch] * len(first), key[0].tolist(), key[1].tolist(), s_share[rows][first].tolist()))
     table = pd.DataFrame(found, columns=["batch", "cell", "source", "share"])
     table["statistic"] = [_statistic_name(data, slices, b, c) for b, c in zip(table["batch"], table["cell"])]
     return table

@@ -134,6 +134,38 @@ def _bounds(params: dict, value):
     return float(value[0]), float(value[1])
 
 
+def recalibrate_settings(params: dict) -> dict:
+    """The final recalibration's settings, validated before any work (stage recalibrate and the
+    study's variants): ``cap``, ``penalty``, ``bounds``, ``tol``, ``max_iter``, ``prune`` (null = 0)
+    and ``cap_sources``, in that order.
+
+    Raises:
+        ParameterError: a bad value, naming the param and ``params['_path']``.
+    """
+    from .errors import ParameterError
+
+    where = params.get("_path", "params.yaml")
+    section = get(params, "recalibrate", {}) or {}
+    cap = positive(params, "cap", get(params, "cap", None), allow_none=True)
+    penalty = positive(params, "penalty", get(params, "penalty", None), allow_none=True)
+    bounds = _bounds(params, section.get("bounds"))
+    tol = positive(params, "recalibrate.tol", section.get("tol", 1e-8))
+    max_iter = positive(params, "recalibrate.max_iter", section.get("max_iter", 200), integer=True)
+    prune = section.get("prune", 1.0)
+    if prune is not None and not (isinstance(prune, (int, float)) and not isinstance(prune, bool) and prune >= 0):
+        raise ParameterError(f"{where}: param 'recalibrate.prune' = {prune!r} must be a non-negative number or null")
+    cap_sources = section.get("cap_sources", True)
+    if not isinstance(cap_sources, bool):
+        raise ParameterError(f"{where}: param 'recalibrate.cap_sources' = {cap_sources!r} must be true or false")
+    if cap_sources and bounds is not None and cap is not None:
+        raise ParameterError(f"{where}: recalibrate.bounds = {list(bounds)} with a cap "
+                             "needs the cap on rows: recalibrate.cap_sources is true (the default), and a cap on "
+                             "each source household's total cannot be combined with ratio bounds yet; set "
+                             "recalibrate.cap_sources: false (CLI: --no-cap-sources), or drop the bounds")
+    return {"cap": cap, "penalty": penalty, "bounds": bounds, "tol": tol, "max_iter": max_iter,
+            "prune": float(prune or 0.0), "cap_sources": cap_sources}
+
+
 def run_recalibrate(survey_path, targets_path, params, *, out_path, metrics_path, plots_dir, progress=True,
                     require_convergence=True):
     """Recalibrate ``survey_path`` to ``targets_path`` (KL to its weights, cap, bounds), prune, write.
@@ -147,7 +179,6 @@ def run_recalibrate(survey_path, targets_path, params, *, out_path, metrics_path
     ``converged`` says what they are).
     """
     from .atomic import write_csv, write_json
-    from .errors import ParameterError
     from .plots import quantile_table
     from .calibrate import calibrate
     from .influence import kish_ess
@@ -156,22 +187,7 @@ def run_recalibrate(survey_path, targets_path, params, *, out_path, metrics_path
     from .targets import build_target_matrix, read_targets
     import pandas as pd
 
-    section = get(params, "recalibrate", {}) or {}
-    cap = positive(params, "cap", get(params, "cap", None), allow_none=True)
-    penalty = positive(params, "penalty", get(params, "penalty", None), allow_none=True)
-    bounds = _bounds(params, section.get("bounds"))
-    tol = positive(params, "recalibrate.tol", section.get("tol", 1e-8))
-    max_iter = positive(params, "recalibrate.max_iter", section.get("max_iter", 200), integer=True)
-    prune = float(section.get("prune", 1.0) or 0.0)
-    cap_sources = section.get("cap_sources", True)
-    if not isinstance(cap_sources, bool):
-        raise ParameterError(f"{params.get('_path', 'params.yaml')}: param 'recalibrate.cap_sources' = "
-                             f"{cap_sources!r} must be true or false")
-    if cap_sources and bounds is not None and cap is not None:
-        raise ParameterError(f"{params.get('_path', 'params.yaml')}: recalibrate.bounds = {list(bounds)} with a cap "
-                             "needs the cap on rows: recalibrate.cap_sources is true (the default), and a cap on "
-                             "each source household's total cannot be combined with ratio bounds yet; set "
-                             "recalibrate.cap_sources: false (CLI: --no-cap-sources), or drop the bounds")
+    cap, penalty, bounds, tol, max_iter, prune, cap_sources = recalibrate_settings(params).values()
 
     survey = read_survey(survey_path)
     targets = read_targets(targets_path, survey)

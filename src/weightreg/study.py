@@ -378,26 +378,10 @@ def check_params(params: Mapping) -> tuple[StudySettings, dict, dict]:
 
 
 def _check_variant(name: str, params: Mapping) -> None:
-    """A variant's recalibration params, as run_recalibrate reads them, before any work."""
-    from .params import positive
-    from .runners import _bounds
+    """A variant's recalibration params, by the stage's own check, before any work."""
+    from .runners import recalibrate_settings
 
-    where = f"{params.get('_path', 'params.yaml')}: study.variants.{name}"
-    labelled = {**params, "_path": where}
-    recal = get(params, "recalibrate", {}) or {}
-    positive(labelled, "cap", get(params, "cap", None), allow_none=True)
-    positive(labelled, "penalty", get(params, "penalty", None), allow_none=True)
-    positive(labelled, "recalibrate.tol", recal.get("tol", 1e-8))
-    positive(labelled, "recalibrate.max_iter", recal.get("max_iter", 200), integer=True)
-    bounds = _bounds(labelled, recal.get("bounds"))
-    cap_sources = recal.get("cap_sources", True)
-    if not isinstance(cap_sources, bool):
-        raise ParameterError(f"{where}: recalibrate.cap_sources = {cap_sources!r} must be true or false")
-    if cap_sources and bounds is not None and get(params, "cap", None) is not None:
-        raise ParameterError(f"{where}: recalibrate.cap_sources cannot be combined with recalibrate.bounds yet")
-    prune = recal.get("prune", 1.0)
-    if prune is not None and not (_is_number(prune) and prune >= 0):
-        raise ParameterError(f"{where}: recalibrate.prune = {prune!r} must be a non-negative number or null")
+    recalibrate_settings({**params, "_path": f"{params.get('_path', 'params.yaml')}: study.variants.{name}"})
 
 
 # ---- one replicate ------------------------------------------------------------------------------
